@@ -1,0 +1,24 @@
+//! # switchboard: a real-time messaging server
+//!
+//! ## Layout
+//! - [`server`]: the accept loop (HTTP/1.1 with upgrades) and graceful shutdown.
+//! - [`http`]: the router, its handlers, and [`http::ApiError`] (status + JSON body).
+//! - [`transport`]: how clients connect; [`transport::websocket`] runs the
+//!   upgrade and one task per connection over the `switchboard-ws` codec.
+//! - [`outbox`]: the bounded per-connection queue other tasks fill.
+//! - [`connections`]: the registry of live connections that shutdown walks.
+//! - [`echo`]: the `/echo` endpoint.
+//! - [`config`]: every setting, its flag, environment variable and default.
+//! - [`shutdown`]: waits for SIGINT or SIGTERM.
+
+pub mod app;
+pub mod config;
+pub mod connections;
+pub mod echo;
+pub mod http;
+pub mod outbox;
+pub mod server;
+pub mod shutdown;
+pub mod transport;
+
+pub use config::Config;

@@ -1,0 +1,202 @@
+//! The per-connection outbound queue that other tasks fill and the
+//! connection's own task drains.
+//!
+//! Frames are shared [`Bytes`]: a message broadcast to many connections is
+//! encoded once and every outbox holds a reference to the same buffer. The
+//! queue is bounded in bytes; what happens when it is full is the caller's
+//! policy (a lagging subscriber is disconnected, never waited for).
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_ws::CloseFrame;
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("outbox full: the connection is not keeping up")]
+    Full,
+    #[error("connection closed")]
+    Closed,
+}
+
+/// A bounded queue of encoded frames for one connection.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    /// The connection task, woken when the queue becomes non-empty.
+    waker: AtomicWaker,
+    /// Most bytes [`Outbox::try_push`] lets wait here.
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    /// A close requested from outside (shutdown, slow consumer); sent after
+    /// the frames already queued.
+    close: Option<CloseFrame>,
+    /// The connection has ended; nothing more is accepted.
+    closed: bool,
+}
+
+/// What the connection task took from its outbox.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub bytes: usize,
+    pub close: Option<CloseFrame>,
+}
+
+impl Outbox {
+    pub fn new(max_bytes: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            waker: AtomicWaker::new(),
+            max_bytes,
+        }
+    }
+
+    /// Queues a frame unless `max_bytes` are already waiting.
+    pub fn try_push(&self, frame: Bytes) -> Result<(), PushError> {
+        let mut state = self.state.lock();
+        if state.closed || state.close.is_some() {
+            return Err(PushError::Closed);
+        }
+        if state.bytes + frame.len() > self.max_bytes && !state.frames.is_empty() {
+            return Err(PushError::Full);
+        }
+        let was_empty = state.frames.is_empty();
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        // One wake per batch: the task drains everything queued when it runs.
+        if was_empty {
+            self.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Asks the connection to close with `frame` once what is queued is sent.
+    /// The first request wins.
+    pub fn close(&self, frame: CloseFrame) {
+        let mut state = self.state.lock();
+        if state.closed || state.close.is_some() {
+            return;
+        }
+        state.close = Some(frame);
+        drop(state);
+        self.waker.wake();
+    }
+
+    /// Moves every queued frame to the back of `into`; `Pending` (with the
+    /// task registered for a wake-up) when there is nothing to take.
+    pub fn poll_take(&self, cx: &mut Context<'_>, into: &mut VecDeque<Bytes>) -> Poll<Taken> {
+        self.waker.register(cx.waker());
+        let mut state = self.state.lock();
+        if state.frames.is_empty() && state.close.is_none() {
+            return Poll::Pending;
+        }
+        let taken = Taken {
+            bytes: std::mem::take(&mut state.bytes),
+            close: state.close.take(),
+        };
+        if into.is_empty() {
+            // Swap rather than copy: the emptied deque keeps its capacity here.
+            std::mem::swap(into, &mut state.frames);
+        } else {
+            into.extend(state.frames.drain(..));
+        }
+        if taken.close.is_some() {
+            state.closed = true;
+        }
+        Poll::Ready(taken)
+    }
+
+    /// Marks the connection as gone: later pushes fail with [`PushError::Closed`].
+    pub fn mark_closed(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        state.frames = VecDeque::new();
+        state.bytes = 0;
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+    use switchboard_ws::CloseCode;
+
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn refuses_frames_past_the_byte_limit() {
+        let outbox = Outbox::new(10);
+        outbox.try_push(Bytes::from_static(b"123456")).unwrap();
+        assert_eq!(
+            outbox.try_push(Bytes::from_static(b"123456")),
+            Err(PushError::Full)
+        );
+        assert_eq!(outbox.queued_bytes(), 6);
+    }
+
+    #[test]
+    fn a_single_oversized_frame_still_fits_an_empty_queue() {
+        let outbox = Outbox::new(4);
+        outbox.try_push(Bytes::from_static(b"123456")).unwrap();
+    }
+
+    #[test]
+    fn wakes_once_per_batch_and_hands_over_everything() {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(100);
+        let mut taken = VecDeque::new();
+        assert!(outbox.poll_take(&mut cx, &mut taken).is_pending());
+        outbox.try_push(Bytes::from_static(b"a")).unwrap();
+        outbox.try_push(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        let Poll::Ready(t) = outbox.poll_take(&mut cx, &mut taken) else {
+            panic!("frames were queued")
+        };
+        assert_eq!(t.bytes, 2);
+        assert_eq!(taken, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn close_comes_after_queued_frames_and_stops_pushes() {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let outbox = Outbox::new(100);
+        outbox.try_push(Bytes::from_static(b"a")).unwrap();
+        outbox.close(CloseFrame::new(CloseCode::GOING_AWAY, "bye"));
+        outbox.close(CloseFrame::new(CloseCode::NORMAL, "ignored"));
+        assert_eq!(
+            outbox.try_push(Bytes::from_static(b"b")),
+            Err(PushError::Closed)
+        );
+        let mut taken = VecDeque::new();
+        let Poll::Ready(t) = outbox.poll_take(&mut cx, &mut taken) else {
+            panic!("a close was requested")
+        };
+        assert_eq!(t.close.unwrap().code, CloseCode::GOING_AWAY);
+        assert_eq!(taken.len(), 1);
+    }
+}

@@ -1,0 +1,137 @@
+//! The accept loop and graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use switchboard_ws::{CloseCode, CloseFrame};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::http;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves HTTP and WebSocket on `listener` until `shutdown` completes, then
+/// closes every WebSocket with 1001 and waits (bounded by
+/// `config.shutdown_timeout`) for connections to finish.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+    let state = AppState::new(config);
+    let router = http::router(state.clone());
+    let stop = CancellationToken::new();
+    let http_tasks = TaskTracker::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("listening on http://{addr}");
+    }
+
+    tokio::select! {
+        () = accept_loop(&listener, &router, &state, &stop, &http_tasks) => {}
+        () = shutdown => {}
+    }
+    drop(listener);
+
+    tracing::info!(
+        websockets = state.connections.len(),
+        "shutting down: no new connections; closing open ones with 1001"
+    );
+    stop.cancel();
+    state.connections.close_all(CloseFrame::new(
+        CloseCode::GOING_AWAY,
+        "server shutting down",
+    ));
+    http_tasks.close();
+    state.connections.tasks.close();
+    let drained = tokio::time::timeout(state.config.shutdown_timeout, async {
+        http_tasks.wait().await;
+        state.connections.tasks.wait().await;
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!(
+            websockets = state.connections.len(),
+            "shutdown timeout: dropping the connections still open"
+        ),
+    }
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    router: &Router,
+    state: &AppState,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tasks.spawn(serve_http(
+                    stream,
+                    peer,
+                    router.clone(),
+                    state.config.clone(),
+                    stop.clone(),
+                ));
+            }
+            Err(e) if is_per_connection_error(&e) => {}
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Errors that concern only the connection being accepted, not the listener.
+fn is_per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Serves one HTTP/1.1 connection; a WebSocket upgrade leaves it and carries
+/// on in its own task.
+async fn serve_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    config: std::sync::Arc<Config>,
+    stop: CancellationToken,
+) {
+    // Small frames go out at once; batching happens in our write queue.
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().call(request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "http connection ended: {e}");
+    }
+}

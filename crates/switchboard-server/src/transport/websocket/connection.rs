@@ -1,0 +1,439 @@
+//! One WebSocket connection's task: reads and decodes client frames, hands
+//! data messages to its handler, writes queued frames in batches, keeps the
+//! peer alive with pings, and runs the close handshake.
+//!
+//! It is a single hand-written poll loop rather than separate reader and
+//! writer tasks: one task per connection, no locks on the socket, and no
+//! buffer held while the connection is idle (reads land in a per-thread
+//! scratch buffer and are copied out only when a frame is in flight).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use switchboard_ws::deflate::{self, DeflateParams};
+use switchboard_ws::frame::{self, OpCode};
+use switchboard_ws::{CloseCode, CloseFrame, DecoderConfig, Message, MessageDecoder};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::outbox::Outbox;
+
+/// Per-connection limits and timings, shared by all connections.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub max_message_size: usize,
+    pub max_queued_bytes: usize,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub close_timeout: Duration,
+    pub deflate_min_size: usize,
+    pub deflate_level: u32,
+}
+
+/// What a WebSocket endpoint does with the messages its clients send.
+pub trait MessageHandler: Send + 'static {
+    /// Called with each complete text or binary message. An `Err` closes the
+    /// connection with that close frame.
+    fn on_message(&mut self, message: Message, replies: &mut Replies<'_>)
+    -> Result<(), CloseFrame>;
+}
+
+/// Encodes server frames for one connection, compressing when agreed.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameEncoder {
+    deflate: Option<DeflateParams>,
+    min_size: usize,
+    level: u32,
+}
+
+impl FrameEncoder {
+    pub fn new(deflate: Option<DeflateParams>, settings: &WsSettings) -> Self {
+        FrameEncoder {
+            deflate,
+            min_size: settings.deflate_min_size,
+            level: settings.deflate_level,
+        }
+    }
+
+    /// One complete data frame; RSV1 and a deflated payload when the
+    /// connection negotiated permessage-deflate and the payload is big enough.
+    pub fn encode(&self, opcode: OpCode, payload: &[u8]) -> Bytes {
+        match self.deflate {
+            Some(params) if payload.len() >= self.min_size => frame::encode(
+                opcode,
+                true,
+                &deflate::compress(payload, params, self.level),
+            ),
+            _ => frame::encode(opcode, false, payload),
+        }
+    }
+}
+
+/// Lets a handler answer on its own connection, ahead of anything queued later.
+pub struct Replies<'a> {
+    queue: &'a mut SendQueue,
+    encoder: FrameEncoder,
+}
+
+impl Replies<'_> {
+    pub fn send(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.queue.push(self.encoder.encode(opcode, payload));
+    }
+}
+
+/// Frames being written, front first, with how much of the front is written.
+#[derive(Debug, Default)]
+struct SendQueue {
+    frames: VecDeque<Bytes>,
+    written: usize,
+    bytes: usize,
+}
+
+/// Most frames handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+
+impl SendQueue {
+    fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Writes until the queue is empty or the socket is full, many frames per
+    /// syscall.
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(&self.frames) {
+                let start = if count == 0 { self.written } else { 0 };
+                *slot = IoSlice::new(&frame[start..]);
+                count += 1;
+            }
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+        if self.frames.capacity() > MAX_IOVECS {
+            self.frames = VecDeque::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let front = self.frames.front().expect("wrote more than queued");
+            let left = front.len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            self.frames.pop_front();
+        }
+    }
+}
+
+/// Bytes read per syscall into the shared scratch buffer.
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// Growth step of a connection's own buffer while a frame is in flight.
+const READ_CHUNK: usize = 4096;
+
+thread_local! {
+    /// Idle connections read here, so none needs a buffer of its own between frames.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
+/// How a connection ended, for the log line.
+#[derive(Debug)]
+pub enum Ended {
+    /// The close handshake ran: what each side sent (`None`: no status code).
+    Closed {
+        sent: Option<CloseFrame>,
+        received: Option<Option<CloseFrame>>,
+    },
+    /// The peer dropped the TCP connection without a close frame (1006).
+    Dropped,
+    Io(io::Error),
+}
+
+enum Phase {
+    Open {
+        awaiting_pong: bool,
+    },
+    /// Our close frame is queued: flush it, shut the write side, then wait for
+    /// the peer to hang up (bounded by the close timeout).
+    Closing {
+        write_shut: bool,
+    },
+}
+
+/// The state of one WebSocket connection.
+pub struct Connection<S, H> {
+    io: S,
+    /// Holds bytes only while a frame is partly received.
+    read_buf: BytesMut,
+    decoder: MessageDecoder,
+    send: SendQueue,
+    outbox: Arc<Outbox>,
+    encoder: FrameEncoder,
+    handler: H,
+    settings: Arc<WsSettings>,
+    /// Next keepalive step while open; the hang-up deadline while closing.
+    timer: Pin<Box<Sleep>>,
+    phase: Phase,
+    close_sent: Option<CloseFrame>,
+    close_received: Option<Option<CloseFrame>>,
+}
+
+impl<S, H> Connection<S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: MessageHandler,
+{
+    pub fn new(
+        io: S,
+        leftover: Bytes,
+        settings: Arc<WsSettings>,
+        deflate: Option<DeflateParams>,
+        outbox: Arc<Outbox>,
+        handler: H,
+    ) -> Self {
+        let decoder = MessageDecoder::new(DecoderConfig {
+            max_message_size: settings.max_message_size,
+            deflate: deflate.is_some(),
+        });
+        Connection {
+            io,
+            read_buf: BytesMut::from(&leftover[..]),
+            decoder,
+            send: SendQueue::default(),
+            outbox,
+            encoder: FrameEncoder::new(deflate, &settings),
+            handler,
+            timer: Box::pin(tokio::time::sleep(settings.ping_interval)),
+            settings,
+            phase: Phase::Open {
+                awaiting_pong: false,
+            },
+            close_sent: None,
+            close_received: None,
+        }
+    }
+
+    /// Serves the connection until it ends.
+    pub async fn run(mut self) -> Ended {
+        if !self.read_buf.is_empty() {
+            self.on_input();
+        }
+        poll_fn(|cx| self.poll_run(cx)).await
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+        loop {
+            let mut progressed = false;
+
+            if matches!(self.phase, Phase::Open { .. }) {
+                if let Poll::Ready(taken) = self.outbox.poll_take(cx, &mut self.send.frames) {
+                    self.send.bytes += taken.bytes;
+                    progressed = true;
+                    if let Some(close) = taken.close {
+                        self.start_close(Some(close));
+                    }
+                }
+            }
+
+            if let Poll::Ready(Err(e)) = self.send.poll_write(&mut self.io, cx) {
+                return Poll::Ready(Ended::Io(e));
+            }
+            if self.send.is_empty() {
+                if let Phase::Closing { write_shut } = &mut self.phase {
+                    if !*write_shut {
+                        match Pin::new(&mut self.io).poll_shutdown(cx) {
+                            Poll::Ready(Ok(())) => *write_shut = true,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Ended::Io(e)),
+                            Poll::Pending => {}
+                        }
+                    }
+                }
+            }
+
+            if self.wants_input() {
+                match self.poll_read(cx) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(self.ended_by_eof()),
+                    Poll::Ready(Ok(_)) => {
+                        progressed = true;
+                        self.on_input();
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Ended::Io(e)),
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.timer.as_mut().poll(cx).is_ready() {
+                if matches!(self.phase, Phase::Closing { .. }) {
+                    return Poll::Ready(self.ended_by_eof());
+                }
+                self.on_keepalive_tick();
+                progressed = true;
+            }
+
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Reading stops while too much waits to be sent: a client that sends
+    /// requests but does not read the answers is slowed down by TCP itself.
+    fn wants_input(&self) -> bool {
+        match self.phase {
+            Phase::Open { .. } => self.send.bytes < self.settings.max_queued_bytes,
+            Phase::Closing { .. } => true,
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let discard = matches!(self.phase, Phase::Closing { .. });
+        let n = if self.read_buf.is_empty() || discard {
+            let read_buf = &mut self.read_buf;
+            let io = &mut self.io;
+            ready!(SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+                if !discard {
+                    read_buf.extend_from_slice(buf.filled());
+                }
+                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+            }))?
+        } else {
+            if self.read_buf.len() == self.read_buf.capacity() {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut self.read_buf
+            ))?
+        };
+        if n > 0 {
+            self.heard_from_peer();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Any bytes from the peer prove it alive; the next ping waits a full interval.
+    fn heard_from_peer(&mut self) {
+        if let Phase::Open { awaiting_pong } = &mut self.phase {
+            if *awaiting_pong {
+                *awaiting_pong = false;
+                let next = Instant::now() + self.settings.ping_interval;
+                self.timer.as_mut().reset(next);
+            }
+        }
+    }
+
+    fn on_keepalive_tick(&mut self) {
+        let Phase::Open { awaiting_pong } = &mut self.phase else {
+            return;
+        };
+        if *awaiting_pong {
+            self.start_close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "ping timeout")));
+            return;
+        }
+        *awaiting_pong = true;
+        self.send.push(frame::encode(OpCode::Ping, false, b""));
+        let deadline = Instant::now() + self.settings.ping_timeout;
+        self.timer.as_mut().reset(deadline);
+    }
+
+    /// Decodes and dispatches every complete message in the read buffer.
+    fn on_input(&mut self) {
+        while matches!(self.phase, Phase::Open { .. }) {
+            match self.decoder.decode(&mut self.read_buf) {
+                Ok(None) => break,
+                Ok(Some(message)) => self.dispatch(message),
+                Err(violation) => {
+                    tracing::debug!(%violation, "websocket protocol error");
+                    let code = violation.close_code();
+                    self.start_close(Some(CloseFrame::new(code, violation.to_string())));
+                }
+            }
+        }
+        if self.read_buf.is_empty() {
+            // Release the allocation: idle connections hold no read buffer.
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    fn dispatch(&mut self, message: Message) {
+        match message {
+            Message::Ping(payload) => self.send.push(frame::encode(OpCode::Pong, false, &payload)),
+            Message::Pong(_) => {}
+            Message::Close(received) => {
+                // Answer with the peer's code (RFC 6455 section 5.5.1).
+                let reply = received.as_ref().map(|f| CloseFrame::new(f.code, ""));
+                self.close_received = Some(received);
+                self.start_close(reply);
+            }
+            data => {
+                let mut replies = Replies {
+                    queue: &mut self.send,
+                    encoder: self.encoder,
+                };
+                if let Err(close) = self.handler.on_message(data, &mut replies) {
+                    self.start_close(Some(close));
+                }
+            }
+        }
+    }
+
+    /// Queues our close frame after everything already queued.
+    fn start_close(&mut self, frame: Option<CloseFrame>) {
+        if matches!(self.phase, Phase::Closing { .. }) {
+            return;
+        }
+        let payload = frame.as_ref().map(CloseFrame::payload).unwrap_or_default();
+        self.send
+            .push(frame::encode(OpCode::Close, false, &payload));
+        self.close_sent = frame;
+        self.phase = Phase::Closing { write_shut: false };
+        self.read_buf = BytesMut::new();
+        let deadline = Instant::now() + self.settings.close_timeout;
+        self.timer.as_mut().reset(deadline);
+    }
+
+    fn ended_by_eof(&mut self) -> Ended {
+        match self.phase {
+            Phase::Open { .. } => Ended::Dropped,
+            Phase::Closing { .. } => Ended::Closed {
+                sent: self.close_sent.take(),
+                received: self.close_received.take(),
+            },
+        }
+    }
+}
+
+impl<S, H> Drop for Connection<S, H> {
+    fn drop(&mut self) {
+        self.outbox.mark_closed();
+    }
+}

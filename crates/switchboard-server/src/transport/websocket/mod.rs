@@ -1,0 +1,136 @@
+//! The WebSocket transport: the HTTP upgrade and the connection task.
+
+mod connection;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use switchboard_ws::handshake;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+pub use connection::{Connection, Ended, FrameEncoder, MessageHandler, Replies, WsSettings};
+
+use crate::app::AppState;
+use crate::connections::ConnectionId;
+use crate::http::ApiError;
+use crate::outbox::Outbox;
+
+/// Answers a WebSocket upgrade request with `101 Switching Protocols` and
+/// spawns the connection task, which gets its handler from `make_handler`.
+pub fn upgrade<H, F>(
+    request: Request,
+    state: &AppState,
+    make_handler: F,
+) -> Result<Response, ApiError>
+where
+    H: MessageHandler,
+    F: FnOnce(ConnectionId) -> H + Send + 'static,
+{
+    let (mut parts, _body) = request.into_parts();
+    let accepted = handshake::accept(
+        &parts.method,
+        parts.version,
+        &parts.headers,
+        !state.config.no_deflate,
+    )?;
+    let on_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
+        .ok_or_else(|| ApiError::internal("this connection cannot be upgraded"))?;
+    let deflate = accepted.deflate.as_ref().map(|offer| offer.params);
+    let state = state.clone();
+    state.connections.tasks.clone().spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => serve_upgraded(upgraded, state, deflate, make_handler).await,
+            Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
+        }
+    });
+
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accepted.accept);
+    if let Some(offer) = accepted.deflate {
+        response = response.header(header::SEC_WEBSOCKET_EXTENSIONS, offer.response);
+    }
+    Ok(response
+        .body(Body::empty())
+        .expect("static headers are valid"))
+}
+
+async fn serve_upgraded<H, F>(
+    upgraded: hyper::upgrade::Upgraded,
+    state: AppState,
+    deflate: Option<switchboard_ws::DeflateParams>,
+    make_handler: F,
+) where
+    H: MessageHandler,
+    F: FnOnce(ConnectionId) -> H,
+{
+    // The plain TCP socket, when that is what lies beneath: no boxed I/O layer
+    // on the hot path.
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            serve(
+                parts.io.into_inner(),
+                parts.read_buf,
+                state,
+                deflate,
+                make_handler,
+            )
+            .await
+        }
+        Err(upgraded) => {
+            serve(
+                TokioIo::new(upgraded),
+                Bytes::new(),
+                state,
+                deflate,
+                make_handler,
+            )
+            .await
+        }
+    }
+}
+
+async fn serve<S, H, F>(
+    io: S,
+    leftover: Bytes,
+    state: AppState,
+    deflate: Option<switchboard_ws::DeflateParams>,
+    make_handler: F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: MessageHandler,
+    F: FnOnce(ConnectionId) -> H,
+{
+    let outbox = Arc::new(Outbox::new(state.ws.max_queued_bytes));
+    let registration = state.connections.register(outbox.clone());
+    let id = registration.id;
+    let handler = make_handler(id);
+    tracing::debug!(conn = id, deflate = deflate.is_some(), "websocket open");
+    let ended = Connection::new(io, leftover, state.ws.clone(), deflate, outbox, handler)
+        .run()
+        .await;
+    match ended {
+        Ended::Io(e) => tracing::debug!(conn = id, "websocket closed: i/o error: {e}"),
+        Ended::Dropped => tracing::debug!(
+            conn = id,
+            "websocket closed: dropped without close frame (1006)"
+        ),
+        Ended::Closed { sent, received } => tracing::debug!(
+            conn = id,
+            sent = ?sent.map(|f| f.code.0),
+            received = ?received.map(|f| f.map(|f| f.code.0)),
+            "websocket closed"
+        ),
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on an ephemeral loopback port, driven
+//! by real clients (tokio-tungstenite, raw sockets, the built binary).
+
+mod common;
+mod deflate;
+mod handshake;
+mod keepalive;
+mod protocol;
+mod shutdown;
