@@ -13,11 +13,12 @@ bash "$shared/tools/autobahn/install.sh"
 cargo build --release --locked --bin switchboard
 
 mkdir -p "$(dirname "$log")"
+data=$(mktemp -d)
 # Autobahn's 9.* cases send messages of up to 16 MiB.
 RUST_LOG=warn,switchboard_server::server=info ./target/release/switchboard serve \
-    --listen 127.0.0.1:0 --max-message-size 16777216 >"$log" 2>&1 &
+    --listen 127.0.0.1:0 --max-message-size 16777216 --data-dir "$data" >"$log" 2>&1 &
 server=$!
-trap 'kill -TERM $server 2>/dev/null || true' EXIT
+trap 'kill -TERM $server 2>/dev/null || true; rm -rf "$data"' EXIT
 addr=""
 for _ in $(seq 1 100); do
     addr=$(sed -n 's/.*listening on http:\/\///p' "$log" | head -1)
@@ -32,6 +33,7 @@ summary=$(tail -n 1 "$outdir.summary")
 kill -TERM $server
 wait $server || { echo "autobahn.sh: server did not exit cleanly" >&2; status=1; }
 trap - EXIT
+rm -rf "$data"
 case "$summary" in
     *" 0 failed, 0 skipped") ;;
     *) echo "autobahn.sh: not clean: $summary" >&2; [ "$status" != 0 ] || status=1 ;;

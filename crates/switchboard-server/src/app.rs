@@ -2,20 +2,25 @@
 
 use std::sync::Arc;
 
+use switchboard_core::history::{HistoryError, Retention};
+use switchboard_core::{Node, NodeConfig};
+
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::transport::websocket::WsSettings;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     /// The WebSocket part of the config, in the shape connections use.
     pub ws: Arc<WsSettings>,
     pub connections: Arc<Connections>,
+    pub node: Arc<Node>,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Self {
+    /// Opens the history store under `config.data_dir` and starts the node.
+    pub fn new(config: Config) -> Result<Self, HistoryError> {
         let ws = WsSettings {
             max_message_size: config.max_message_size,
             max_queued_bytes: config.max_queued_bytes,
@@ -25,10 +30,22 @@ impl AppState {
             deflate_min_size: config.deflate_min_size,
             deflate_level: config.deflate_level,
         };
-        AppState {
+        let node_config = NodeConfig {
+            max_msg_bytes: config.max_msg_bytes,
+            retention: Retention {
+                max_count: config.history_max_count,
+                max_age: config.history_max_age,
+            },
+            retention_interval: config.retention_interval,
+            append_queue: config.append_queue,
+            max_batch: config.max_batch,
+        };
+        let node = Node::embedded(node_config, &config.data_dir)?;
+        Ok(AppState {
             config: Arc::new(config),
             ws: Arc::new(ws),
             connections: Arc::new(Connections::default()),
-        }
+            node,
+        })
     }
 }

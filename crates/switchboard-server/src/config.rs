@@ -2,6 +2,7 @@
 //! environment variables; every limit and timeout lives here with its default.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,13 +14,51 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Directory of the embedded history store (created if missing).
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Longest chat message (`msg`) accepted, in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_MSG_BYTES", default_value_t = 64 * 1024)]
+    pub max_msg_bytes: usize,
+
+    /// Newest messages kept per channel; older ones are trimmed in the background.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MAX_COUNT", default_value_t = 10_000)]
+    pub history_max_count: u64,
+
+    /// Also trim messages older than this (e.g. `7d`); kept forever if unset.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MAX_AGE", value_parser = humantime::parse_duration)]
+    pub history_max_age: Option<Duration>,
+
+    /// How often history retention runs.
+    #[arg(long, env = "SWITCHBOARD_RETENTION_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
+
+    /// Messages one connection may publish per second, on average; a
+    /// connection over the limit is closed with 1008.
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE", default_value_t = 100.0)]
+    pub publish_rate: f64,
+
+    /// Messages one connection may publish in a burst above `--publish-rate`.
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_BURST", default_value_t = 200.0)]
+    pub publish_burst: f64,
+
+    /// Publishes waiting to be stored before new ones are refused (`overloaded`).
+    #[arg(long, env = "SWITCHBOARD_APPEND_QUEUE", default_value_t = 65_536)]
+    pub append_queue: usize,
+
+    /// Most messages stored in one transaction (one fsync).
+    #[arg(long, env = "SWITCHBOARD_MAX_BATCH", default_value_t = 4096)]
+    pub max_batch: usize,
+
     /// Largest WebSocket message accepted, in bytes, after reassembly and
     /// decompression; a bigger one closes the connection with 1009.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
     pub max_message_size: usize,
 
-    /// Bytes that may wait to be sent to one connection. Past this a
-    /// connection stops reading its own requests until its peer catches up.
+    /// Bytes that may wait to be sent to one connection. A subscriber past
+    /// this is closed as slow (1013); a connection whose own replies pile up
+    /// stops reading until its peer catches up.
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES", default_value_t = 4 << 20)]
     pub max_queued_bytes: usize,
 

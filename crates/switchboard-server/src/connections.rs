@@ -8,13 +8,11 @@ use parking_lot::Mutex;
 use switchboard_ws::CloseFrame;
 use tokio_util::task::TaskTracker;
 
-use crate::outbox::Outbox;
+use switchboard_core::hub::ConnectionId;
+use switchboard_core::outbox::Outbox;
 
 /// Shards keep registration from serialising on one lock under connect storms.
 const SHARDS: usize = 16;
-
-/// A process-unique connection number, used in logs and as a registry key.
-pub type ConnectionId = u64;
 
 /// The registry of live connections and the tasks that serve them.
 #[derive(Debug)]

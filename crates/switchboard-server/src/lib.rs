@@ -5,7 +5,6 @@
 //! - [`http`]: the router, its handlers, and [`http::ApiError`] (status + JSON body).
 //! - [`transport`]: how clients connect; [`transport::websocket`] runs the
 //!   upgrade and one task per connection over the `switchboard-ws` codec.
-//! - [`outbox`]: the bounded per-connection queue other tasks fill.
 //! - [`connections`]: the registry of live connections that shutdown walks.
 //! - [`echo`]: the `/echo` endpoint.
 //! - [`config`]: every setting, its flag, environment variable and default.
@@ -16,7 +15,6 @@ pub mod config;
 pub mod connections;
 pub mod echo;
 pub mod http;
-pub mod outbox;
 pub mod server;
 pub mod shutdown;
 pub mod transport;

@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        server::run(listener, config, shutdown::signal()).await;
+        server::run(listener, config, shutdown::signal()).await?;
         anyhow::Ok(())
     })
 }

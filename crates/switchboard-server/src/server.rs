@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use switchboard_core::history::HistoryError;
 use switchboard_ws::{CloseCode, CloseFrame};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -25,9 +26,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves HTTP and WebSocket on `listener` until `shutdown` completes, then
 /// closes every WebSocket with 1001 and waits (bounded by
-/// `config.shutdown_timeout`) for connections to finish.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
-    let state = AppState::new(config);
+/// `config.shutdown_timeout`) for connections to finish. Fails only if the
+/// history store cannot be opened.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), HistoryError> {
+    let state = AppState::new(config)?;
     let router = http::router(state.clone());
     let stop = CancellationToken::new();
     let http_tasks = TaskTracker::new();
@@ -64,6 +70,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             "shutdown timeout: dropping the connections still open"
         ),
     }
+    Ok(())
 }
 
 async fn accept_loop(

@@ -1,30 +1,95 @@
 //! The HTTP surface: the router and its handlers.
 
+mod api;
 mod error;
 
 pub use error::ApiError;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
 use axum::routing::get;
 use http::{Method, StatusCode, Uri};
+use serde::Deserialize;
+use switchboard_core::{ChannelName, Username};
 
 use crate::app::AppState;
 use crate::echo::Echo;
+use crate::transport::native::{ChatSession, RateLimit};
 use crate::transport::websocket;
 
 /// Every route the server answers.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/echo", get(echo))
+        .route("/ws", get(native_ws))
+        .route("/ws/{user}", get(native_ws_named))
+        .route("/api/channels", get(api::list_channels))
+        .route(
+            "/api/channels/{channel}/messages",
+            get(api::channel_messages),
+        )
+        .route(
+            "/api/channels/{channel}/presence",
+            get(api::channel_presence),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
 async fn echo(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    websocket::upgrade(request, &state, |_id| Echo)
+    websocket::upgrade(request, &state, |_| Echo)
+}
+
+/// Query parameters of `/ws`.
+#[derive(Debug, Deserialize)]
+struct WsParams {
+    user: Option<String>,
+    channel: Option<String>,
+}
+
+async fn native_ws(
+    State(state): State<AppState>,
+    params: Result<Query<WsParams>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    open_native(state, params.user, params.channel, request)
+}
+
+async fn native_ws_named(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    params: Result<Query<WsParams>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    open_native(state, Some(user), params.channel, request)
+}
+
+fn open_native(
+    state: AppState,
+    user: Option<String>,
+    channel: Option<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let username = match user.as_deref() {
+        None | Some("") => Username::guest(),
+        Some(name) => Username::parse(name).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_username", e.to_string())
+        })?,
+    };
+    let channel = channel
+        .map(|name| ChannelName::parse(&name))
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_channel", e.to_string()))?;
+    let node = state.node.clone();
+    let limit = RateLimit::new(state.config.publish_rate, state.config.publish_burst);
+    websocket::upgrade(request, &state, move |connection| {
+        ChatSession::open(node, connection, username, channel, limit)
+    })
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -1,4 +1,5 @@
 //! Transport adapters: how clients reach the server. Each turns its wire
-//! protocol into calls on the application and knows nothing of the others.
+//! protocol into calls on the node and knows nothing of the others.
 
+pub mod native;
 pub mod websocket;

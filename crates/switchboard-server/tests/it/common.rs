@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use switchboard_core::history::HistoryError;
 use switchboard_server::{Config, server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,11 +14,12 @@ use tokio::task::JoinHandle;
 /// Upper bound for any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The server running in this process.
+/// The server running in this process, with its own data directory.
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), HistoryError>>,
+    _data: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -26,7 +28,11 @@ impl TestServer {
     }
 
     pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::default();
+        let data = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: data.path().to_path_buf(),
+            ..Config::default()
+        };
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -38,6 +44,7 @@ impl TestServer {
             addr,
             stop: Some(stop),
             task,
+            _data: data,
         }
     }
 
@@ -47,7 +54,7 @@ impl TestServer {
 
     /// Triggers graceful shutdown and returns a handle that completes when
     /// the server has finished.
-    pub fn shut_down(mut self) -> JoinHandle<()> {
+    pub fn shut_down(mut self) -> JoinHandle<Result<(), HistoryError>> {
         let _ = self.stop.take().unwrap().send(());
         self.task
     }
@@ -149,9 +156,29 @@ impl RawClient {
         }
     }
 
+    /// A client whose socket receives into a tiny kernel buffer, so that
+    /// not reading stalls the server quickly.
+    pub async fn connect_small_buffer(addr: SocketAddr) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        RawClient {
+            stream: socket.connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
     /// Performs a valid handshake on `path` with extra header lines.
     pub async fn upgrade(addr: SocketAddr, path: &str, extra: &str) -> (RawClient, RawResponse) {
-        let mut client = RawClient::connect(addr).await;
+        RawClient::upgrade_on(RawClient::connect(addr).await, path, extra).await
+    }
+
+    /// [`RawClient::upgrade`] on an already connected client.
+    pub async fn upgrade_on(
+        mut client: RawClient,
+        path: &str,
+        extra: &str,
+    ) -> (RawClient, RawResponse) {
+        let addr = client.stream.peer_addr().unwrap();
         let response = client
             .request(&format!(
                 "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -237,4 +264,149 @@ fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
     };
     let payload = buf.get(at..at + len)?.to_vec();
     Some((RawFrame { b0, payload }, at + len))
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A native-protocol client over tokio-tungstenite, speaking JSON.
+pub struct ChatClient {
+    pub ws: Ws,
+}
+
+impl ChatClient {
+    /// Connects to `path` (e.g. `/ws?user=alice`) and returns the client and its `welcome`.
+    pub async fn connect(addr: SocketAddr, path: &str) -> (ChatClient, serde_json::Value) {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+            .await
+            .unwrap();
+        let mut client = ChatClient { ws };
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (client, welcome)
+    }
+
+    pub async fn send(&mut self, request: serde_json::Value) {
+        self.send_text(&request.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tungstenite::Message::text(text))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON message (pings are skipped).
+    pub async fn recv(&mut self) -> serde_json::Value {
+        use futures_util::StreamExt;
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no message in time")
+                .expect("connection ended")
+                .expect("websocket error");
+            match message {
+                tungstenite::Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The next message of `kind`, skipping others.
+    pub async fn recv_type(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let message = self.recv().await;
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
+    /// Subscribes and returns the `subscribed` answer.
+    pub async fn subscribe(&mut self, request: serde_json::Value) -> serde_json::Value {
+        self.send(request).await;
+        self.recv_type("subscribed").await
+    }
+
+    /// The close frame the server ends with (skipping everything before it).
+    pub async fn recv_close(&mut self) -> Option<tungstenite::protocol::CloseFrame> {
+        use futures_util::StreamExt;
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no close in time");
+            match message {
+                Some(Ok(tungstenite::Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("websocket error before close: {e}"),
+                None => return None,
+            }
+        }
+    }
+}
+
+/// GET `path` over HTTP/1.1; returns status and parsed JSON body.
+pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let mut client = RawClient::connect(addr).await;
+    let response = client
+        .request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    let status = response.status;
+    (status, response.json())
+}
+
+use tokio_tungstenite::tungstenite;
+
+/// The built `switchboard` binary running as a child process.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the binary on an ephemeral port with `data_dir` and `args`.
+    pub fn start(data_dir: &std::path::Path, args: &[&str]) -> ServerProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                break rest.trim().parse().unwrap();
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { child, addr }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.child.wait().unwrap())
+            .await
+            .unwrap()
+    }
 }

@@ -1,8 +1,10 @@
 //! Integration tests: the real server on an ephemeral loopback port, driven
 //! by real clients (tokio-tungstenite, raw sockets, the built binary).
 
+mod channels;
 mod common;
 mod deflate;
+mod durability;
 mod handshake;
 mod keepalive;
 mod protocol;

@@ -1,14 +1,11 @@
 //! Graceful shutdown: clients get 1001, the server finishes in bounded time,
 //! and the binary exits 0 on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::common::{TestServer, WAIT};
+use crate::common::{ServerProcess, TestServer, WAIT};
 
 async fn expect_going_away(
     ws: &mut tokio_tungstenite::WebSocketStream<
@@ -39,7 +36,11 @@ async fn shutdown_sends_1001_to_every_client_and_finishes() {
     // Drive both clients to the end of their close handshakes.
     while a.next().await.is_some() {}
     while b.next().await.is_some() {}
-    tokio::time::timeout(WAIT, finished).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, finished)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting"
@@ -48,32 +49,12 @@ async fn shutdown_sends_1001_to_every_client_and_finishes() {
 
 #[tokio::test]
 async fn the_binary_exits_0_on_sigterm_after_closing_clients() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some((_, rest)) = line.split_once("listening on http://") {
-            break rest.trim().to_string();
-        }
-    };
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/echo"))
-        .await
-        .unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let url = format!("ws://{}/echo", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    server.signal("-TERM");
     expect_going_away(&mut ws).await;
     while ws.next().await.is_some() {}
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    assert_eq!(server.wait().await.code(), Some(0));
 }

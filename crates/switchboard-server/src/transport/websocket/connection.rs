@@ -17,13 +17,12 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use switchboard_ws::deflate::{self, DeflateParams};
+use switchboard_core::outbox::Outbox;
+use switchboard_core::wire::FrameEncoder;
 use switchboard_ws::frame::{self, OpCode};
 use switchboard_ws::{CloseCode, CloseFrame, DecoderConfig, Message, MessageDecoder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-
-use crate::outbox::Outbox;
 
 /// Per-connection limits and timings, shared by all connections.
 #[derive(Debug, Clone)]
@@ -45,37 +44,6 @@ pub trait MessageHandler: Send + 'static {
     -> Result<(), CloseFrame>;
 }
 
-/// Encodes server frames for one connection, compressing when agreed.
-#[derive(Debug, Clone, Copy)]
-pub struct FrameEncoder {
-    deflate: Option<DeflateParams>,
-    min_size: usize,
-    level: u32,
-}
-
-impl FrameEncoder {
-    pub fn new(deflate: Option<DeflateParams>, settings: &WsSettings) -> Self {
-        FrameEncoder {
-            deflate,
-            min_size: settings.deflate_min_size,
-            level: settings.deflate_level,
-        }
-    }
-
-    /// One complete data frame; RSV1 and a deflated payload when the
-    /// connection negotiated permessage-deflate and the payload is big enough.
-    pub fn encode(&self, opcode: OpCode, payload: &[u8]) -> Bytes {
-        match self.deflate {
-            Some(params) if payload.len() >= self.min_size => frame::encode(
-                opcode,
-                true,
-                &deflate::compress(payload, params, self.level),
-            ),
-            _ => frame::encode(opcode, false, payload),
-        }
-    }
-}
-
 /// Lets a handler answer on its own connection, ahead of anything queued later.
 pub struct Replies<'a> {
     queue: &'a mut SendQueue,
@@ -85,6 +53,10 @@ pub struct Replies<'a> {
 impl Replies<'_> {
     pub fn send(&mut self, opcode: OpCode, payload: &[u8]) {
         self.queue.push(self.encoder.encode(opcode, payload));
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send(OpCode::Text, text.as_bytes());
     }
 }
 
@@ -213,13 +185,13 @@ where
         io: S,
         leftover: Bytes,
         settings: Arc<WsSettings>,
-        deflate: Option<DeflateParams>,
+        encoder: FrameEncoder,
         outbox: Arc<Outbox>,
         handler: H,
     ) -> Self {
         let decoder = MessageDecoder::new(DecoderConfig {
             max_message_size: settings.max_message_size,
-            deflate: deflate.is_some(),
+            deflate: encoder.compresses(),
         });
         Connection {
             io,
@@ -227,7 +199,7 @@ where
             decoder,
             send: SendQueue::default(),
             outbox,
-            encoder: FrameEncoder::new(deflate, &settings),
+            encoder,
             handler,
             timer: Box::pin(tokio::time::sleep(settings.ping_interval)),
             settings,
@@ -252,7 +224,13 @@ where
             let mut progressed = false;
 
             if matches!(self.phase, Phase::Open { .. }) {
-                if let Poll::Ready(taken) = self.outbox.poll_take(cx, &mut self.send.frames) {
+                // New frames only once the last batch is written: a peer
+                // that does not read leaves them in the bounded outbox.
+                let take_frames = self.send.is_empty();
+                if let Poll::Ready(taken) =
+                    self.outbox
+                        .poll_take(cx, &mut self.send.frames, take_frames)
+                {
                     self.send.bytes += taken.bytes;
                     progressed = true;
                     if let Some(close) = taken.close {
@@ -261,8 +239,14 @@ where
                 }
             }
 
+            let was_sending = !self.send.is_empty();
             if let Poll::Ready(Err(e)) = self.send.poll_write(&mut self.io, cx) {
                 return Poll::Ready(Ended::Io(e));
+            }
+            // A batch just finished: take the frames that queued meanwhile
+            // (their pushes did not wake us: the outbox was not empty).
+            if was_sending && self.send.is_empty() {
+                progressed = true;
             }
             if self.send.is_empty() {
                 if let Phase::Closing { write_shut } = &mut self.phase {

@@ -15,12 +15,24 @@ use switchboard_ws::handshake;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-pub use connection::{Connection, Ended, FrameEncoder, MessageHandler, Replies, WsSettings};
+pub use connection::{Connection, Ended, MessageHandler, Replies, WsSettings};
+
+use switchboard_core::hub::ConnectionId;
+use switchboard_core::outbox::Outbox;
+use switchboard_core::wire::FrameEncoder;
 
 use crate::app::AppState;
-use crate::connections::ConnectionId;
 use crate::http::ApiError;
-use crate::outbox::Outbox;
+
+/// What a handler is given about the connection it serves.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    pub id: ConnectionId,
+    /// Where other tasks queue frames for this connection.
+    pub outbox: Arc<Outbox>,
+    /// How this connection's frames are encoded (plain or deflated).
+    pub encoder: FrameEncoder,
+}
 
 /// Answers a WebSocket upgrade request with `101 Switching Protocols` and
 /// spawns the connection task, which gets its handler from `make_handler`.
@@ -31,7 +43,7 @@ pub fn upgrade<H, F>(
 ) -> Result<Response, ApiError>
 where
     H: MessageHandler,
-    F: FnOnce(ConnectionId) -> H + Send + 'static,
+    F: FnOnce(ConnectionContext) -> H + Send + 'static,
 {
     let (mut parts, _body) = request.into_parts();
     let accepted = handshake::accept(
@@ -73,7 +85,7 @@ async fn serve_upgraded<H, F>(
     make_handler: F,
 ) where
     H: MessageHandler,
-    F: FnOnce(ConnectionId) -> H,
+    F: FnOnce(ConnectionContext) -> H,
 {
     // The plain TCP socket, when that is what lies beneath: no boxed I/O layer
     // on the hot path.
@@ -110,14 +122,19 @@ async fn serve<S, H, F>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     H: MessageHandler,
-    F: FnOnce(ConnectionId) -> H,
+    F: FnOnce(ConnectionContext) -> H,
 {
     let outbox = Arc::new(Outbox::new(state.ws.max_queued_bytes));
     let registration = state.connections.register(outbox.clone());
     let id = registration.id;
-    let handler = make_handler(id);
+    let encoder = FrameEncoder::new(deflate, state.ws.deflate_min_size, state.ws.deflate_level);
+    let handler = make_handler(ConnectionContext {
+        id,
+        outbox: outbox.clone(),
+        encoder,
+    });
     tracing::debug!(conn = id, deflate = deflate.is_some(), "websocket open");
-    let ended = Connection::new(io, leftover, state.ws.clone(), deflate, outbox, handler)
+    let ended = Connection::new(io, leftover, state.ws.clone(), encoder, outbox, handler)
         .run()
         .await;
     match ended {

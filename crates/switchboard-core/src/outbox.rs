@@ -7,12 +7,14 @@
 //! policy (a lagging subscriber is disconnected, never waited for).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_ws::CloseFrame;
+use tokio::sync::Notify;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +33,10 @@ pub struct Outbox {
     waker: AtomicWaker,
     /// Most bytes [`Outbox::try_push`] lets wait here.
     max_bytes: usize,
+    /// Wakes [`Outbox::push_when_room`] once the connection takes frames.
+    room: Notify,
+    /// Set while someone waits on `room`, so draining costs nothing otherwise.
+    waiting_for_room: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +63,23 @@ impl Outbox {
             state: Mutex::new(State::default()),
             waker: AtomicWaker::new(),
             max_bytes,
+            room: Notify::new(),
+            waiting_for_room: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a frame, waiting while the queue is full: for a stream the
+    /// caller paces itself (history replay), not for broadcast.
+    pub async fn push_when_room(&self, frame: Bytes) -> Result<(), PushError> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            self.waiting_for_room.store(true, Ordering::SeqCst);
+            match self.try_push(frame.clone()) {
+                Err(PushError::Full) => room.await,
+                done => return done,
+            }
         }
     }
 
@@ -93,16 +116,26 @@ impl Outbox {
     }
 
     /// Moves every queued frame to the back of `into`; `Pending` (with the
-    /// task registered for a wake-up) when there is nothing to take.
-    pub fn poll_take(&self, cx: &mut Context<'_>, into: &mut VecDeque<Bytes>) -> Poll<Taken> {
+    /// task registered for a wake-up) when there is nothing to take. With
+    /// `frames` false only a close request is taken: the connection is still
+    /// writing its last batch, and frames stay here, counting against the
+    /// bound, until it has room.
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        into: &mut VecDeque<Bytes>,
+        frames: bool,
+    ) -> Poll<Taken> {
         self.waker.register(cx.waker());
         let mut state = self.state.lock();
-        if state.frames.is_empty() && state.close.is_none() {
+        let close = state.close.take();
+        if close.is_none() && (!frames || state.frames.is_empty()) {
             return Poll::Pending;
         }
+        // A close follows everything queued before it.
         let taken = Taken {
             bytes: std::mem::take(&mut state.bytes),
-            close: state.close.take(),
+            close,
         };
         if into.is_empty() {
             // Swap rather than copy: the emptied deque keeps its capacity here.
@@ -113,6 +146,10 @@ impl Outbox {
         if taken.close.is_some() {
             state.closed = true;
         }
+        drop(state);
+        if self.waiting_for_room.swap(false, Ordering::SeqCst) {
+            self.room.notify_waiters();
+        }
         Poll::Ready(taken)
     }
 
@@ -122,6 +159,19 @@ impl Outbox {
         state.closed = true;
         state.frames = VecDeque::new();
         state.bytes = 0;
+        drop(state);
+        self.room.notify_waiters();
+    }
+
+    /// Whether the connection has ended or is closing.
+    pub fn is_closed(&self) -> bool {
+        let state = self.state.lock();
+        state.closed || state.close.is_some()
+    }
+
+    /// The byte bound of [`Outbox::try_push`].
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -168,16 +218,30 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let outbox = Outbox::new(100);
         let mut taken = VecDeque::new();
-        assert!(outbox.poll_take(&mut cx, &mut taken).is_pending());
+        assert!(outbox.poll_take(&mut cx, &mut taken, true).is_pending());
         outbox.try_push(Bytes::from_static(b"a")).unwrap();
         outbox.try_push(Bytes::from_static(b"b")).unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
-        let Poll::Ready(t) = outbox.poll_take(&mut cx, &mut taken) else {
+        let Poll::Ready(t) = outbox.poll_take(&mut cx, &mut taken, true) else {
             panic!("frames were queued")
         };
         assert_eq!(t.bytes, 2);
         assert_eq!(taken, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn frames_wait_while_the_connection_is_busy_but_a_close_does_not() {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let outbox = Outbox::new(100);
+        let mut taken = VecDeque::new();
+        outbox.try_push(Bytes::from_static(b"a")).unwrap();
+        assert!(outbox.poll_take(&mut cx, &mut taken, false).is_pending());
+        assert_eq!(outbox.queued_bytes(), 1);
+        outbox.close(CloseFrame::new(CloseCode::TRY_AGAIN_LATER, "slow"));
+        assert!(outbox.poll_take(&mut cx, &mut taken, false).is_ready());
+        assert_eq!(taken.len(), 1);
     }
 
     #[test]
@@ -193,7 +257,7 @@ mod tests {
             Err(PushError::Closed)
         );
         let mut taken = VecDeque::new();
-        let Poll::Ready(t) = outbox.poll_take(&mut cx, &mut taken) else {
+        let Poll::Ready(t) = outbox.poll_take(&mut cx, &mut taken, true) else {
             panic!("a close was requested")
         };
         assert_eq!(t.close.unwrap().code, CloseCode::GOING_AWAY);

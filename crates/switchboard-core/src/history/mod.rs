@@ -1,0 +1,105 @@
+//! Durable channel history behind a trait: the embedded SQLite store by
+//! default, Redis when several nodes share channels.
+//!
+//! A store assigns offsets: it is the one place that knows a channel's last
+//! offset durably, so appends must go through a single writer per channel
+//! (the node's group-commit task) for offsets to stay gap-free.
+
+mod sqlite;
+
+pub use sqlite::SqliteHistory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchboard_proto::Publication;
+
+use crate::channel::ChannelName;
+use crate::user::Username;
+
+/// Where a channel's stream stands: `epoch` changes whenever its history is
+/// reset, so an `offset` from another epoch means nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// A message to append; the store gives it an offset.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub channel: ChannelName,
+    pub username: Username,
+    pub msg: String,
+    /// Milliseconds since the Unix epoch.
+    pub time: u64,
+}
+
+/// Which stored messages to read, ascending by offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// Messages with offset greater than this, oldest first.
+    Since(u64),
+    /// The latest messages.
+    Latest,
+}
+
+/// A page of a channel's history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub epoch: String,
+    pub messages: Vec<Publication>,
+}
+
+/// A channel the store knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub channel: String,
+    pub epoch: String,
+    pub last_offset: u64,
+}
+
+/// How much history each channel keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Newest messages kept per channel.
+    pub max_count: u64,
+    /// Older messages are dropped, if set.
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// Durable, ordered per-channel history.
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    /// Appends messages (any channels) in one durable write, assigning each
+    /// channel's next offsets in order. Returns once the write is durable.
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Publication>, HistoryError>;
+
+    /// Up to `limit` messages, ascending by offset.
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        query: HistoryQuery,
+        limit: usize,
+    ) -> Result<HistoryPage, HistoryError>;
+
+    /// The channel's current position (offset 0 and a fresh epoch if unknown).
+    async fn position(&self, channel: &ChannelName) -> Result<StreamPosition, HistoryError>;
+
+    /// Every channel that has history.
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, HistoryError>;
+
+    /// Drops what `retention` no longer keeps; returns how many messages went.
+    async fn trim(&self, retention: Retention, now_millis: u64) -> Result<u64, HistoryError>;
+}
+
+/// A new random epoch: 16 hex digits.
+pub fn new_epoch() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}

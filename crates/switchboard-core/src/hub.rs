@@ -1,0 +1,290 @@
+//! The local side of fan-out: which connections on this node subscribe to
+//! which channels, who is present, and delivery into their outboxes.
+//!
+//! Every event is serialized once; each subscriber's outbox gets a clone of
+//! the same bytes (per frame variant). Delivery never waits: a subscriber
+//! whose outbox is full is closed as slow and may resume with `since`.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_proto::native::ServerMessage;
+use switchboard_ws::{CloseCode, CloseFrame};
+
+use crate::broker::{ChannelEvent, EventSink};
+use crate::channel::ChannelName;
+use crate::outbox::{Outbox, PushError};
+use crate::user::Username;
+use crate::wire::{FrameEncoder, SharedFrame};
+
+/// A process-unique connection number.
+pub type ConnectionId = u64;
+
+/// What the hub needs to reach one connection.
+#[derive(Debug, Clone)]
+pub struct SubscriberHandle {
+    pub id: ConnectionId,
+    pub username: Username,
+    pub outbox: Arc<Outbox>,
+    pub encoder: FrameEncoder,
+}
+
+/// The result of adding a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Usernames present after the subscriber was added, sorted.
+    pub presence: Vec<String>,
+    /// Whether this was the user's first connection in the channel.
+    pub first_for_user: bool,
+}
+
+/// Why a subscription could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("already subscribed to this channel")]
+    AlreadySubscribed,
+}
+
+/// Channel subscriptions on this node, sharded by channel name.
+pub struct Hub {
+    shards: Box<[Mutex<HashMap<ChannelName, Channel>>]>,
+    hasher: RandomState,
+}
+
+#[derive(Default)]
+struct Channel {
+    subscribers: HashMap<ConnectionId, Subscriber>,
+    /// Connections per username: presence counts a user once.
+    presence: HashMap<Username, u32>,
+}
+
+struct Subscriber {
+    handle: SubscriberHandle,
+    /// Set while history is being replayed to this subscriber: live events
+    /// wait here so they follow the replay instead of overtaking it.
+    catching_up: Option<CatchUp>,
+}
+
+#[derive(Default)]
+struct CatchUp {
+    held: Vec<Held>,
+    bytes: usize,
+}
+
+struct Held {
+    /// The message offset, or `None` for a presence event.
+    offset: Option<u64>,
+    frame: Arc<SharedFrame>,
+}
+
+/// How many shards: enough that unrelated channels rarely share a lock.
+const SHARDS: usize = 64;
+
+/// The close a lagging subscriber gets.
+pub fn slow_consumer_close() -> CloseFrame {
+    CloseFrame::new(
+        CloseCode::TRY_AGAIN_LATER,
+        "slow consumer: reconnect and resume with since",
+    )
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Hub {
+    fn shard(&self, channel: &ChannelName) -> &Mutex<HashMap<ChannelName, Channel>> {
+        let index = self.hasher.hash_one(channel) as usize % self.shards.len();
+        &self.shards[index]
+    }
+
+    /// Adds a subscriber that holds live events until [`Hub::go_live`].
+    pub fn subscribe(
+        &self,
+        channel: &ChannelName,
+        handle: SubscriberHandle,
+    ) -> Result<Joined, SubscribeError> {
+        let mut shard = self.shard(channel).lock();
+        let state = shard.entry(channel.clone()).or_default();
+        let id = handle.id;
+        let username = handle.username.clone();
+        match state.subscribers.entry(id) {
+            Entry::Occupied(_) => return Err(SubscribeError::AlreadySubscribed),
+            Entry::Vacant(slot) => {
+                slot.insert(Subscriber {
+                    handle,
+                    catching_up: Some(CatchUp::default()),
+                });
+            }
+        }
+        let count = state.presence.entry(username).or_insert(0);
+        *count += 1;
+        Ok(Joined {
+            first_for_user: *count == 1,
+            presence: sorted_names(&state.presence),
+        })
+    }
+
+    /// Ends a subscriber's catch-up: sends what it held, skipping messages
+    /// at or below `delivered_up_to` (already sent from history).
+    pub fn go_live(&self, channel: &ChannelName, id: ConnectionId, delivered_up_to: u64) {
+        let mut shard = self.shard(channel).lock();
+        let Some(subscriber) = shard
+            .get_mut(channel)
+            .and_then(|c| c.subscribers.get_mut(&id))
+        else {
+            return;
+        };
+        let Some(catch_up) = subscriber.catching_up.take() else {
+            return;
+        };
+        let handle = &subscriber.handle;
+        for held in catch_up.held {
+            if held.offset.is_some_and(|offset| offset <= delivered_up_to) {
+                continue;
+            }
+            if !push_or_close(&handle.outbox, held.frame.frame_for(&handle.encoder)) {
+                break;
+            }
+        }
+    }
+
+    /// Removes a subscription; returns the username if it was that user's
+    /// last connection in the channel (a `leave`).
+    pub fn unsubscribe(&self, channel: &ChannelName, id: ConnectionId) -> Option<Username> {
+        let mut shard = self.shard(channel).lock();
+        let state = shard.get_mut(channel)?;
+        let removed = state.subscribers.remove(&id)?;
+        let username = removed.handle.username;
+        let left = match state.presence.get_mut(&username) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                None
+            }
+            _ => {
+                state.presence.remove(&username);
+                Some(username)
+            }
+        };
+        if state.subscribers.is_empty() {
+            shard.remove(channel);
+        }
+        left
+    }
+
+    /// Usernames online in a channel on this node, sorted.
+    pub fn presence(&self, channel: &ChannelName) -> Vec<String> {
+        self.shard(channel)
+            .lock()
+            .get(channel)
+            .map(|c| sorted_names(&c.presence))
+            .unwrap_or_default()
+    }
+
+    /// Subscriber count per channel with any subscribers.
+    pub fn subscriber_counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for shard in self.shards.iter() {
+            for (name, channel) in shard.lock().iter() {
+                counts.insert(name.as_str().to_owned(), channel.subscribers.len());
+            }
+        }
+        counts
+    }
+
+    fn fan_out(
+        &self,
+        channel: &ChannelName,
+        offset: Option<u64>,
+        about: Option<&Username>,
+        json: String,
+    ) {
+        let frame = Arc::new(SharedFrame::new(json));
+        let mut shard = self.shard(channel).lock();
+        let Some(state) = shard.get_mut(channel) else {
+            return;
+        };
+        for subscriber in state.subscribers.values_mut() {
+            // Nobody is told about their own arrival or departure.
+            if about.is_some_and(|name| *name == subscriber.handle.username) {
+                continue;
+            }
+            let handle = &subscriber.handle;
+            match &mut subscriber.catching_up {
+                Some(catch_up) => {
+                    catch_up.bytes += frame.json().len();
+                    if catch_up.bytes > handle.outbox.max_bytes() {
+                        handle.outbox.close(slow_consumer_close());
+                    } else {
+                        catch_up.held.push(Held {
+                            offset,
+                            frame: frame.clone(),
+                        });
+                    }
+                }
+                None => {
+                    push_or_close(&handle.outbox, frame.frame_for(&handle.encoder));
+                }
+            }
+        }
+    }
+}
+
+/// Queues a frame; a full outbox closes its connection as slow. Returns
+/// whether the connection can still take frames.
+pub fn push_or_close(outbox: &Outbox, frame: Bytes) -> bool {
+    match outbox.try_push(frame) {
+        Ok(()) => true,
+        Err(PushError::Full) => {
+            outbox.close(slow_consumer_close());
+            false
+        }
+        Err(PushError::Closed) => false,
+    }
+}
+
+fn sorted_names(presence: &HashMap<Username, u32>) -> Vec<String> {
+    let mut names: Vec<String> = presence.keys().map(|u| u.as_str().to_owned()).collect();
+    names.sort();
+    names
+}
+
+impl EventSink for Hub {
+    fn deliver(&self, event: ChannelEvent) {
+        match event {
+            ChannelEvent::Message(publication) => {
+                let channel = match ChannelName::parse(&publication.channel) {
+                    Ok(channel) => channel,
+                    Err(e) => return tracing::warn!("dropping event: {e}"),
+                };
+                let json = ServerMessage::Message(&publication).to_json();
+                self.fan_out(&channel, Some(publication.offset), None, json);
+            }
+            ChannelEvent::Join { channel, username } => {
+                let json = ServerMessage::Join {
+                    channel: channel.as_str(),
+                    username: username.as_str(),
+                }
+                .to_json();
+                self.fan_out(&channel, None, Some(&username), json);
+            }
+            ChannelEvent::Leave { channel, username } => {
+                let json = ServerMessage::Leave {
+                    channel: channel.as_str(),
+                    username: username.as_str(),
+                }
+                .to_json();
+                self.fan_out(&channel, None, Some(&username), json);
+            }
+        }
+    }
+}

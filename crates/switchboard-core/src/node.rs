@@ -1,0 +1,414 @@
+//! The node: the facade every transport calls (publish, subscribe, history,
+//! presence), and the tasks behind it: group commit of appends, and
+//! retention.
+//!
+//! A publish is acknowledged and delivered only after the store has made it
+//! durable. Appends queue for one writer task, which takes everything queued
+//! (up to a batch limit) and commits it in one transaction: one fsync for
+//! many messages.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_proto::Publication;
+use switchboard_proto::message::now_millis;
+use switchboard_proto::native::{RequestId, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::{Broker, ChannelEvent, MemoryBroker};
+use crate::channel::ChannelName;
+use crate::history::{
+    HistoryError, HistoryPage, HistoryQuery, HistoryStore, NewMessage, Retention, SqliteHistory,
+};
+use crate::hub::{ConnectionId, Hub, SubscribeError, SubscriberHandle, push_or_close};
+use crate::outbox::PushError;
+use crate::user::Username;
+use crate::wire::SharedFrame;
+
+/// Node settings; every one has a flag in the server.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Longest `msg` accepted, in bytes.
+    pub max_msg_bytes: usize,
+    /// How much history each channel keeps.
+    pub retention: Retention,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Publishes that may wait for the writer before new ones are refused.
+    pub append_queue: usize,
+    /// Most messages committed in one transaction.
+    pub max_batch: usize,
+}
+
+/// Messages read from history per page while replaying a subscription.
+const REPLAY_PAGE: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("msg is {len} bytes; the limit is {limit}")]
+    TooLarge { len: usize, limit: usize },
+    #[error("too many messages waiting to be stored; retry shortly")]
+    Overloaded,
+    #[error(transparent)]
+    Storage(#[from] HistoryError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeError),
+    #[error(transparent)]
+    Storage(#[from] HistoryError),
+    #[error("connection closed")]
+    Closed,
+}
+
+impl From<PushError> for NodeError {
+    fn from(_: PushError) -> Self {
+        NodeError::Closed
+    }
+}
+
+/// Who hears that a message was stored.
+#[derive(Debug)]
+pub enum AckTarget {
+    /// An `ack` frame into a connection's outbox.
+    Connection {
+        subscriber: SubscriberHandle,
+        id: Option<RequestId>,
+    },
+    /// A waiting caller (the HTTP publish API).
+    Reply(oneshot::Sender<Result<Arc<Publication>, PublishError>>),
+}
+
+impl AckTarget {
+    fn succeed(self, publication: &Arc<Publication>) {
+        match self {
+            AckTarget::Connection { subscriber, id } => {
+                let ack = ServerMessage::Ack {
+                    id: id.as_ref(),
+                    channel: &publication.channel,
+                    offset: publication.offset,
+                };
+                let frame = subscriber.encoder.encode_text(&ack.to_json());
+                push_or_close(&subscriber.outbox, frame);
+            }
+            AckTarget::Reply(reply) => {
+                let _ = reply.send(Ok(publication.clone()));
+            }
+        }
+    }
+
+    fn fail(self, error: &HistoryError) {
+        match self {
+            AckTarget::Connection { subscriber, id } => {
+                let message = ServerMessage::Error {
+                    code: switchboard_proto::native::ErrorCode::Internal,
+                    reason: &error.to_string(),
+                    id: id.as_ref(),
+                };
+                push_or_close(
+                    &subscriber.outbox,
+                    subscriber.encoder.encode_text(&message.to_json()),
+                );
+            }
+            AckTarget::Reply(reply) => {
+                let _ = reply.send(Err(PublishError::Storage(HistoryError::Storage(
+                    error.to_string(),
+                ))));
+            }
+        }
+    }
+}
+
+struct AppendRequest {
+    message: NewMessage,
+    ack: AckTarget,
+}
+
+/// A channel as `GET /api/channels` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub channel: String,
+    pub subscribers: usize,
+    pub last_offset: u64,
+}
+
+/// The engine facade.
+pub struct Node {
+    hub: Arc<Hub>,
+    history: Arc<dyn HistoryStore>,
+    broker: Arc<dyn Broker>,
+    appends: mpsc::Sender<AppendRequest>,
+    config: NodeConfig,
+}
+
+impl Node {
+    /// The embedded default: SQLite history in `data_dir`, in-process broker.
+    pub fn embedded(config: NodeConfig, data_dir: &Path) -> Result<Arc<Node>, HistoryError> {
+        let history = Arc::new(SqliteHistory::open(data_dir)?);
+        let hub = Arc::new(Hub::default());
+        let broker = Arc::new(MemoryBroker::default());
+        broker.attach(hub.clone());
+        Ok(Node::start(config, hub, history, broker))
+    }
+
+    /// Builds a node from its parts and starts its background tasks. The
+    /// broker must already deliver to `hub`.
+    pub fn start(
+        config: NodeConfig,
+        hub: Arc<Hub>,
+        history: Arc<dyn HistoryStore>,
+        broker: Arc<dyn Broker>,
+    ) -> Arc<Node> {
+        let (appends, queue) = mpsc::channel(config.append_queue);
+        tokio::spawn(write_appends(
+            queue,
+            history.clone(),
+            broker.clone(),
+            config.max_batch,
+        ));
+        tokio::spawn(run_retention(
+            Arc::downgrade(&history),
+            config.retention,
+            config.retention_interval,
+        ));
+        Arc::new(Node {
+            hub,
+            history,
+            broker,
+            appends,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Queues a message for durable storage, then delivery and `ack`.
+    pub fn publish(
+        &self,
+        channel: ChannelName,
+        username: Username,
+        msg: String,
+        ack: AckTarget,
+    ) -> Result<(), PublishError> {
+        if msg.len() > self.config.max_msg_bytes {
+            return Err(PublishError::TooLarge {
+                len: msg.len(),
+                limit: self.config.max_msg_bytes,
+            });
+        }
+        let request = AppendRequest {
+            message: NewMessage {
+                channel,
+                username,
+                msg,
+                time: 0,
+            },
+            ack,
+        };
+        self.appends
+            .try_send(request)
+            .map_err(|_| PublishError::Overloaded)
+    }
+
+    /// Adds a connection to a channel, announcing a `join` if it is the
+    /// user's first connection there. The subscriber holds live messages
+    /// until [`Node::catch_up`] has sent `subscribed` and any replay.
+    /// Returns the presence list.
+    pub fn join(
+        &self,
+        subscriber: &SubscriberHandle,
+        channel: &ChannelName,
+    ) -> Result<Vec<String>, SubscribeError> {
+        // Joining the hub comes first: whatever is stored after this point
+        // also arrives live, so the replay that follows cannot leave a gap.
+        let joined = self.hub.subscribe(channel, subscriber.clone())?;
+        if joined.first_for_user {
+            self.broker.publish(ChannelEvent::Join {
+                channel: channel.clone(),
+                username: subscriber.username.clone(),
+            });
+        }
+        Ok(joined.presence)
+    }
+
+    /// Completes a [`Node::join`]: `subscribed`, then (with `since`) every
+    /// stored message after it, then live messages — no gap, no duplicate.
+    pub async fn catch_up(
+        &self,
+        subscriber: SubscriberHandle,
+        channel: ChannelName,
+        since: Option<u64>,
+        epoch: Option<String>,
+        id: Option<RequestId>,
+        presence: Vec<String>,
+    ) -> Result<(), NodeError> {
+        self.replay_and_go_live(&subscriber, &channel, since, epoch, id, &presence)
+            .await
+    }
+
+    async fn replay_and_go_live(
+        &self,
+        subscriber: &SubscriberHandle,
+        channel: &ChannelName,
+        since: Option<u64>,
+        epoch: Option<String>,
+        id: Option<RequestId>,
+        presence: &[String],
+    ) -> Result<(), NodeError> {
+        let position = self.history.position(channel).await?;
+        // An offset from another epoch means nothing: replay everything kept.
+        let since = match (since, epoch) {
+            (Some(_), Some(epoch)) if epoch != position.epoch => Some(0),
+            (since, _) => since.map(|s| s.min(position.offset)),
+        };
+        let subscribed = ServerMessage::Subscribed {
+            channel: channel.as_str(),
+            epoch: &position.epoch,
+            offset: position.offset,
+            presence,
+            id: id.as_ref(),
+        };
+        let outbox = &subscriber.outbox;
+        outbox
+            .push_when_room(subscriber.encoder.encode_text(&subscribed.to_json()))
+            .await?;
+        let mut delivered = position.offset;
+        if let Some(mut cursor) = since {
+            loop {
+                let page = self
+                    .history
+                    .read(channel, HistoryQuery::Since(cursor), REPLAY_PAGE)
+                    .await?;
+                for message in &page.messages {
+                    let frame = SharedFrame::new(ServerMessage::Message(message).to_json());
+                    outbox
+                        .push_when_room(frame.frame_for(&subscriber.encoder))
+                        .await?;
+                    cursor = message.offset;
+                }
+                if page.messages.len() < REPLAY_PAGE {
+                    break;
+                }
+            }
+            delivered = delivered.max(cursor);
+        }
+        self.hub.go_live(channel, subscriber.id, delivered);
+        Ok(())
+    }
+
+    /// Ends one subscription, announcing a `leave` if it was the user's last.
+    pub fn unsubscribe(&self, channel: &ChannelName, id: ConnectionId) {
+        if let Some(username) = self.hub.unsubscribe(channel, id) {
+            self.broker.publish(ChannelEvent::Leave {
+                channel: channel.clone(),
+                username,
+            });
+        }
+    }
+
+    pub async fn history(
+        &self,
+        channel: &ChannelName,
+        query: HistoryQuery,
+        limit: usize,
+    ) -> Result<HistoryPage, HistoryError> {
+        self.history.read(channel, query, limit).await
+    }
+
+    pub fn presence(&self, channel: &ChannelName) -> Vec<String> {
+        self.hub.presence(channel)
+    }
+
+    /// Every channel with history or subscribers.
+    pub async fn channels(&self) -> Result<Vec<ChannelSummary>, HistoryError> {
+        let mut counts = self.hub.subscriber_counts();
+        let mut summaries: Vec<ChannelSummary> = self
+            .history
+            .channels()
+            .await?
+            .into_iter()
+            .map(|info| ChannelSummary {
+                subscribers: counts.remove(&info.channel).unwrap_or(0),
+                channel: info.channel,
+                last_offset: info.last_offset,
+            })
+            .collect();
+        summaries.extend(
+            counts
+                .into_iter()
+                .map(|(channel, subscribers)| ChannelSummary {
+                    channel,
+                    subscribers,
+                    last_offset: 0,
+                }),
+        );
+        summaries.sort_by(|a, b| a.channel.cmp(&b.channel));
+        Ok(summaries)
+    }
+}
+
+/// The group-commit loop: one transaction per batch of queued appends; then
+/// delivery and acks in offset order.
+async fn write_appends(
+    mut queue: mpsc::Receiver<AppendRequest>,
+    history: Arc<dyn HistoryStore>,
+    broker: Arc<dyn Broker>,
+    max_batch: usize,
+) {
+    let mut requests = Vec::with_capacity(max_batch);
+    while queue.recv_many(&mut requests, max_batch).await > 0 {
+        let time = now_millis();
+        let (batch, acks): (Vec<NewMessage>, Vec<AckTarget>) = requests
+            .drain(..)
+            .map(|request| {
+                (
+                    NewMessage {
+                        time,
+                        ..request.message
+                    },
+                    request.ack,
+                )
+            })
+            .unzip();
+        match history.append(batch).await {
+            Ok(stored) => {
+                for (publication, ack) in stored.into_iter().zip(acks) {
+                    let publication = Arc::new(publication);
+                    broker.publish(ChannelEvent::Message(publication.clone()));
+                    ack.succeed(&publication);
+                }
+            }
+            Err(error) => {
+                tracing::warn!("append failed: {error}");
+                for ack in acks {
+                    ack.fail(&error);
+                }
+            }
+        }
+    }
+}
+
+async fn run_retention(
+    history: std::sync::Weak<dyn HistoryStore>,
+    retention: Retention,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(history) = history.upgrade() else {
+            return;
+        };
+        match history.trim(retention, now_millis()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "history trimmed"),
+            Err(e) => tracing::warn!("history trim failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! # switchboard-proto: wire formats, no I/O
+//!
+//! - [`message`]: [`Publication`], the chat message object every client and
+//!   API sees, and how its time is written.
+//! - [`native`]: the JSON protocol spoken on `GET /ws` (see `docs/protocol.md`):
+//!   parsing client requests and the server messages.
+
+pub mod message;
+pub mod native;
+
+pub use message::Publication;
