@@ -520,3 +520,43 @@ async fn the_http_api_serves_history_channels_and_presence() {
         );
     }
 }
+
+#[tokio::test]
+async fn retention_trims_old_history_in_the_background() {
+    let server = TestServer::with_config(|c| {
+        fast_publishers(c);
+        c.history_max_count = 5;
+        c.retention_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=r").await;
+    for i in 1..=12 {
+        client
+            .send(json!({"type":"publish","channel":"trim","msg":format!("m{i}")}))
+            .await;
+        client.recv_type("ack").await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, page) = get_json(server.addr, "/api/channels/trim/messages?since=0").await;
+        let offsets: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect();
+        if offsets == (8..=12).collect::<Vec<u64>>() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not trimmed: {offsets:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Offsets keep counting after a trim.
+    client
+        .send(json!({"type":"publish","channel":"trim","msg":"m13"}))
+        .await;
+    assert_eq!(client.recv_type("ack").await["offset"], 13);
+}

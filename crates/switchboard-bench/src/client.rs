@@ -1,0 +1,153 @@
+//! A minimal WebSocket client for load: raw TCP, hand-rolled framing, and
+//! no JSON parsing on the receive path (fields are found by scanning), so
+//! the tool spends its CPU share on traffic, not on itself.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Opens a WebSocket on `path` (no extensions) and splits it.
+pub async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<(FrameReader, FrameWriter)> {
+    let mut stream = TcpStream::connect(addr).await.context("connect")?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            bail!("connection closed during handshake");
+        }
+    };
+    if !buf.starts_with(b"HTTP/1.1 101") {
+        bail!(
+            "handshake refused: {}",
+            String::from_utf8_lossy(&buf[..head_end])
+        );
+    }
+    buf.advance(head_end);
+    let (read, write) = stream.into_split();
+    Ok((
+        FrameReader { read, buf },
+        FrameWriter {
+            write,
+            out: Vec::new(),
+        },
+    ))
+}
+
+pub struct FrameReader {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    /// The next text frame's payload; `None` when the connection ends.
+    pub async fn next_text(&mut self) -> anyhow::Result<Option<BytesMut>> {
+        loop {
+            if let Some((opcode, payload)) = self.parse()? {
+                match opcode {
+                    0x1 => return Ok(Some(payload)),
+                    0x8 => return Ok(None),
+                    _ => continue,
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            if self.read.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn parse(&mut self) -> anyhow::Result<Option<(u8, BytesMut)>> {
+        let buf = &self.buf[..];
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        if buf[0] & 0x70 != 0 {
+            bail!("compressed or extended frame: this client negotiates no extension");
+        }
+        let (len, at) = match buf[1] & 0x7F {
+            126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+            127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into()?) as usize, 10),
+            126 | 127 => return Ok(None),
+            n => (n as usize, 2),
+        };
+        if buf.len() < at + len {
+            return Ok(None);
+        }
+        let opcode = buf[0] & 0x0F;
+        self.buf.advance(at);
+        Ok(Some((opcode, self.buf.split_to(len))))
+    }
+}
+
+pub struct FrameWriter {
+    write: OwnedWriteHalf,
+    out: Vec<u8>,
+}
+
+impl FrameWriter {
+    /// Sends one masked text frame.
+    pub async fn send_text(&mut self, text: &[u8]) -> anyhow::Result<()> {
+        self.out.clear();
+        self.out.push(0x81);
+        match text.len() {
+            n if n < 126 => self.out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                self.out.push(0x80 | 126);
+                self.out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                self.out.push(0x80 | 127);
+                self.out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        // A zero key: masking is mandatory, its value is not.
+        self.out.extend_from_slice(&[0, 0, 0, 0]);
+        self.out.extend_from_slice(text);
+        self.write.write_all(&self.out).await?;
+        Ok(())
+    }
+}
+
+/// The unsigned number after `"key":` in a JSON text, found by scanning.
+pub fn number_after(json: &[u8], key: &[u8]) -> Option<u64> {
+    let at = find(json, key)? + key.len();
+    let digits = json[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut value: u64 = 0;
+    let mut any = false;
+    for d in digits {
+        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        any = true;
+    }
+    any.then_some(value)
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_numbers_by_key() {
+        let json = br#"{"type":"message","offset":42,"msg":"t=123456;x"}"#;
+        assert_eq!(number_after(json, br#""offset":"#), Some(42));
+        assert_eq!(number_after(json, br#""msg":"t="#), Some(123_456));
+        assert_eq!(number_after(json, br#""nope":"#), None);
+    }
+}

@@ -1,0 +1,296 @@
+//! The fan-out scenario.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::MissedTickBehavior;
+
+use crate::client::{self, FrameWriter, find, number_after};
+use crate::cpu::cpu_time;
+use crate::{Report, fresh_channel, latency_histogram, latency_rows};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Subscriber connections in the channel.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Messages per second over all publishers; 0 publishes flat out.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Flat out: unacknowledged messages per publisher.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// How long to publish.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Size of each `msg`, in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+}
+
+/// How long to wait for stragglers after publishing stops.
+const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct SubscriberStats {
+    received: u64,
+    duplicates: u64,
+    gaps: u64,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+pub async fn run(
+    server: SocketAddr,
+    server_pid: Option<u32>,
+    args: Args,
+) -> anyhow::Result<Report> {
+    let channel = fresh_channel("fanout");
+    let base = Instant::now();
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut subscribers = Vec::with_capacity(args.subscribers);
+    for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(100) {
+        let mut connecting = Vec::new();
+        for &i in chunk {
+            let path = format!("/ws?user=sub{i}&channel={channel}");
+            connecting.push(tokio::spawn(async move { subscribe(server, path).await }));
+        }
+        for c in connecting {
+            let (reader, writer) = c.await??;
+            let deliveries = deliveries.clone();
+            let stop = stop_rx.clone();
+            subscribers.push(tokio::spawn(async move {
+                let stats = receive(reader, base, deliveries, stop).await;
+                drop(writer);
+                stats
+            }));
+        }
+    }
+
+    let acked = Arc::new(AtomicU64::new(0));
+    let server_cpu_start = cpu_time(server_pid);
+    let own_cpu_start = cpu_time(None);
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut publishers = Vec::new();
+    for p in 0..args.publishers {
+        let (reader, writer) = client::connect(server, &format!("/ws?user=pub{p}")).await?;
+        let window = Arc::new(Semaphore::new(args.in_flight.max(1)));
+        tokio::spawn(count_acks(reader, acked.clone(), window.clone()));
+        let per_publisher_rate = args.rate / args.publishers as f64;
+        let body = Body {
+            channel: channel.clone(),
+            size: args.size,
+            base,
+        };
+        publishers.push(tokio::spawn(publish(
+            writer,
+            body,
+            per_publisher_rate,
+            window,
+            deadline,
+        )));
+    }
+    let mut sent = 0;
+    // Writers stay open until the acks are in: dropping one half-closes the socket.
+    let mut writers = Vec::new();
+    for p in publishers {
+        let (count, writer) = p.await??;
+        sent += count;
+        writers.push(writer);
+    }
+    let wait_until = Instant::now() + GRACE;
+    while acked.load(Ordering::Relaxed) < sent && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let published = acked.load(Ordering::Relaxed);
+    let expected = published * args.subscribers as u64;
+    while deliveries.load(Ordering::Relaxed) < expected && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    let server_cpu = server_cpu_start
+        .zip(cpu_time(server_pid))
+        .map(|(a, b)| b - a);
+    let own_cpu = own_cpu_start.zip(cpu_time(None)).map(|(a, b)| b - a);
+    let _ = stop_tx.send(true);
+    drop(writers);
+
+    let mut latency = latency_histogram();
+    let (mut received, mut duplicates, mut gaps) = (0, 0, 0);
+    for s in subscribers {
+        let stats = s.await?;
+        received += stats.received;
+        duplicates += stats.duplicates;
+        gaps += stats.gaps;
+        latency.add(&stats.latency)?;
+    }
+    let unique = received - duplicates;
+    let mut rows = vec![
+        ("subscribers", args.subscribers as f64, ""),
+        ("publishers", args.publishers as f64, ""),
+        ("target_rate", args.rate, "msgs/s (0 = flat out)"),
+        ("messages_sent", sent as f64, ""),
+        ("messages_published", published as f64, "acknowledged"),
+        ("deliveries", received as f64, ""),
+        (
+            "deliveries_per_sec",
+            received as f64 / elapsed.as_secs_f64(),
+            "/s",
+        ),
+        ("lost", expected.saturating_sub(unique) as f64, ""),
+        ("duplicates", duplicates as f64, ""),
+        ("out_of_order", gaps as f64, ""),
+    ];
+    latency_rows(
+        &mut rows,
+        [
+            "latency_p50",
+            "latency_p90",
+            "latency_p99",
+            "latency_p999",
+            "latency_max",
+        ],
+        &latency,
+    );
+    if let Some(cpu) = server_cpu {
+        rows.push(("server_cpu", cpu.as_secs_f64(), "s"));
+        let per_delivery = cpu.as_secs_f64() * 1e6 / received.max(1) as f64;
+        rows.push(("server_cpu_per_delivery", per_delivery, "µs"));
+    }
+    if let Some(cpu) = own_cpu {
+        rows.push(("bench_cpu", cpu.as_secs_f64(), "s"));
+    }
+    Ok(Report {
+        scenario: "fanout",
+        rows,
+    })
+}
+
+/// Connects a subscriber; the writer is kept because dropping it would
+/// half-close the socket.
+async fn subscribe(
+    server: SocketAddr,
+    path: String,
+) -> anyhow::Result<(client::FrameReader, FrameWriter)> {
+    let (mut reader, writer) = client::connect(server, &path).await?;
+    loop {
+        let frame = reader
+            .next_text()
+            .await?
+            .context("closed before subscribed")?;
+        if find(&frame, br#""type":"subscribed""#).is_some() {
+            return Ok((reader, writer));
+        }
+    }
+}
+
+async fn receive(
+    mut reader: client::FrameReader,
+    base: Instant,
+    deliveries: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> SubscriberStats {
+    let mut stats = SubscriberStats {
+        received: 0,
+        duplicates: 0,
+        gaps: 0,
+        latency: latency_histogram(),
+    };
+    let mut last_offset = 0;
+    loop {
+        let frame = tokio::select! {
+            frame = reader.next_text() => frame,
+            _ = stop.changed() => break,
+        };
+        let Ok(Some(frame)) = frame else { break };
+        if find(&frame, br#""type":"message""#).is_none() {
+            continue;
+        }
+        let now = base.elapsed().as_micros() as u64;
+        stats.received += 1;
+        deliveries.fetch_add(1, Ordering::Relaxed);
+        if let Some(offset) = number_after(&frame, br#""offset":"#) {
+            if offset <= last_offset {
+                stats.duplicates += 1;
+            } else if offset != last_offset + 1 && last_offset != 0 {
+                stats.gaps += 1;
+            }
+            last_offset = last_offset.max(offset);
+        }
+        if let Some(sent) = number_after(&frame, br#""msg":"t="#) {
+            let _ = stats.latency.record(now.saturating_sub(sent).max(1));
+        }
+    }
+    stats
+}
+
+/// What a publisher sends: `t=<µs since base>;` padded to `size`.
+struct Body {
+    channel: String,
+    size: usize,
+    base: Instant,
+}
+
+impl Body {
+    fn request(&self) -> Vec<u8> {
+        let mut msg = format!("t={};", self.base.elapsed().as_micros());
+        while msg.len() < self.size {
+            msg.push('x');
+        }
+        format!(
+            r#"{{"type":"publish","channel":"{}","msg":"{msg}"}}"#,
+            self.channel
+        )
+        .into_bytes()
+    }
+}
+
+async fn publish(
+    mut writer: FrameWriter,
+    body: Body,
+    rate: f64,
+    window: Arc<Semaphore>,
+    deadline: Instant,
+) -> anyhow::Result<(u64, FrameWriter)> {
+    let mut sent = 0;
+    if rate > 0.0 {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        while Instant::now() < deadline {
+            ticks.tick().await;
+            writer.send_text(&body.request()).await?;
+            sent += 1;
+        }
+    } else {
+        while Instant::now() < deadline {
+            window.acquire().await?.forget();
+            writer.send_text(&body.request()).await?;
+            sent += 1;
+        }
+    }
+    Ok((sent, writer))
+}
+
+async fn count_acks(
+    mut reader: client::FrameReader,
+    acked: Arc<AtomicU64>,
+    window: Arc<Semaphore>,
+) {
+    while let Ok(Some(frame)) = reader.next_text().await {
+        if find(&frame, br#""type":"ack""#).is_some() {
+            acked.fetch_add(1, Ordering::Relaxed);
+            window.add_permits(1);
+        } else if find(&frame, br#""type":"error""#).is_some() {
+            eprintln!("publisher error: {}", String::from_utf8_lossy(&frame));
+        }
+    }
+}

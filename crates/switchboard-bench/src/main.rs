@@ -1,0 +1,120 @@
+//! `switchboard-bench`: loopback load for a running switchboard server.
+//!
+//! Scenarios:
+//! - `fanout`: N subscribers in one channel, P publishers at a fixed rate or
+//!   flat out; deliveries/s, loss, duplicates, order, latency percentiles
+//!   (publisher send → subscriber receive), server CPU per delivery.
+//! - `history`: durable publish throughput (acked messages/s) and the
+//!   latency of history queries.
+//!
+//! The server must allow the publish rate used here:
+//! `switchboard --publish-rate 1000000 --publish-burst 1000000`.
+
+mod client;
+mod cpu;
+mod fanout;
+mod history;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The server to load.
+    #[arg(long, global = true, default_value = "127.0.0.1:8080")]
+    server: SocketAddr,
+    /// The server's process id, to report its CPU time (from /proc/PID/stat).
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Print the result as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Worker threads of the load generator.
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Fan-out to many subscribers of one channel.
+    Fanout(fanout::Args),
+    /// Durable publish throughput and history query latency.
+    History(history::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        match cli.scenario {
+            Scenario::Fanout(args) => fanout::run(cli.server, cli.server_pid, args).await,
+            Scenario::History(args) => history::run(cli.server, cli.server_pid, args).await,
+        }
+    })?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        report.print();
+    }
+    Ok(())
+}
+
+/// Named figures, printed as a table or JSON.
+pub struct Report {
+    pub scenario: &'static str,
+    pub rows: Vec<(&'static str, f64, &'static str)>,
+}
+
+impl Report {
+    fn print(&self) {
+        println!("scenario: {}", self.scenario);
+        for (name, value, unit) in &self.rows {
+            println!("  {name:<28} {value:>14.2} {unit}");
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let mut fields = serde_json::Map::new();
+        fields.insert("scenario".into(), self.scenario.into());
+        for (name, value, _) in &self.rows {
+            fields.insert((*name).into(), (*value).into());
+        }
+        fields.into()
+    }
+}
+
+/// A latency histogram in microseconds, 1 µs to 60 s.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Adds p50/p90/p99/p99.9/max rows (in milliseconds).
+pub fn latency_rows(
+    rows: &mut Vec<(&'static str, f64, &'static str)>,
+    prefix: [&'static str; 5],
+    h: &hdrhistogram::Histogram<u64>,
+) {
+    let ms = |us: u64| us as f64 / 1000.0;
+    rows.push((prefix[0], ms(h.value_at_quantile(0.50)), "ms"));
+    rows.push((prefix[1], ms(h.value_at_quantile(0.90)), "ms"));
+    rows.push((prefix[2], ms(h.value_at_quantile(0.99)), "ms"));
+    rows.push((prefix[3], ms(h.value_at_quantile(0.999)), "ms"));
+    rows.push((prefix[4], ms(h.max()), "ms"));
+}
+
+/// A channel name of its own for each run, so runs never mix.
+pub fn fresh_channel(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
