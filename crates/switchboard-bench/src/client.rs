@@ -122,6 +122,22 @@ impl FrameWriter {
     }
 }
 
+/// Counts a publisher's `ack`s, returning a window permit for each; prints errors.
+pub async fn count_acks(
+    mut reader: FrameReader,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    window: std::sync::Arc<tokio::sync::Semaphore>,
+) {
+    while let Ok(Some(frame)) = reader.next_text().await {
+        if find(&frame, br#""type":"ack""#).is_some() {
+            acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            window.add_permits(1);
+        } else if find(&frame, br#""type":"error""#).is_some() {
+            eprintln!("publisher error: {}", String::from_utf8_lossy(&frame));
+        }
+    }
+}
+
 /// The unsigned number after `"key":` in a JSON text, found by scanning.
 pub fn number_after(json: &[u8], key: &[u8]) -> Option<u64> {
     let at = find(json, key)? + key.len();

@@ -84,7 +84,7 @@ pub async fn run(
     for p in 0..args.publishers {
         let (reader, writer) = client::connect(server, &format!("/ws?user=pub{p}")).await?;
         let window = Arc::new(Semaphore::new(args.in_flight.max(1)));
-        tokio::spawn(count_acks(reader, acked.clone(), window.clone()));
+        tokio::spawn(client::count_acks(reader, acked.clone(), window.clone()));
         let per_publisher_rate = args.rate / args.publishers as f64;
         let body = Body {
             channel: channel.clone(),
@@ -278,19 +278,4 @@ async fn publish(
         }
     }
     Ok((sent, writer))
-}
-
-async fn count_acks(
-    mut reader: client::FrameReader,
-    acked: Arc<AtomicU64>,
-    window: Arc<Semaphore>,
-) {
-    while let Ok(Some(frame)) = reader.next_text().await {
-        if find(&frame, br#""type":"ack""#).is_some() {
-            acked.fetch_add(1, Ordering::Relaxed);
-            window.add_permits(1);
-        } else if find(&frame, br#""type":"error""#).is_some() {
-            eprintln!("publisher error: {}", String::from_utf8_lossy(&frame));
-        }
-    }
 }

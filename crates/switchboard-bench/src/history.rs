@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::client::{self, find};
+use crate::client;
 use crate::cpu::cpu_time;
 use crate::{Report, fresh_channel, latency_histogram, latency_rows};
 
@@ -49,21 +49,9 @@ pub async fn run(
         format!(r#"{{"type":"publish","channel":"{channel}","msg":"{msg}"}}"#).into_bytes();
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
-        let (mut reader, mut writer) =
-            client::connect(server, &format!("/ws?user=writer{p}")).await?;
+        let (reader, mut writer) = client::connect(server, &format!("/ws?user=writer{p}")).await?;
         let window = Arc::new(Semaphore::new(args.in_flight.max(1)));
-        let permits = window.clone();
-        let counter = acked.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(frame)) = reader.next_text().await {
-                if find(&frame, br#""type":"ack""#).is_some() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    permits.add_permits(1);
-                } else if find(&frame, br#""type":"error""#).is_some() {
-                    eprintln!("publisher error: {}", String::from_utf8_lossy(&frame));
-                }
-            }
-        });
+        tokio::spawn(client::count_acks(reader, acked.clone(), window.clone()));
         let request = request.clone();
         publishers.push(tokio::spawn(async move {
             while Instant::now() < deadline {

@@ -217,10 +217,7 @@ async fn a_since_from_another_epoch_replays_all_retained_history() {
     let server = TestServer::with_config(fast_publishers).await;
     let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=u").await;
     for i in 1..=3 {
-        client
-            .send(json!({"type":"publish","channel":"e","msg":format!("m{i}")}))
-            .await;
-        client.recv_type("ack").await;
+        client.publish_acked("e", &format!("m{i}")).await;
     }
     let subscribed = client
         .subscribe(json!({"type":"subscribe","channel":"e","since":2,"epoch":"from-elsewhere"}))
@@ -348,10 +345,7 @@ async fn history_requests_return_stored_messages_ascending() {
     let server = TestServer::with_config(fast_publishers).await;
     let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=h").await;
     for i in 1..=5 {
-        client
-            .send(json!({"type":"publish","channel":"h","msg":format!("m{i}")}))
-            .await;
-        client.recv_type("ack").await;
+        client.publish_acked("h", &format!("m{i}")).await;
     }
     client
         .send(json!({"type":"history","channel":"h","since":2,"limit":2,"id":"q"}))
@@ -478,10 +472,7 @@ async fn the_http_api_serves_history_channels_and_presence() {
     let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=api&channel=news").await;
     client.recv_type("subscribed").await;
     for i in 1..=4 {
-        client
-            .send(json!({"type":"publish","channel":"news","msg":format!("n{i}")}))
-            .await;
-        client.recv_type("ack").await;
+        client.publish_acked("news", &format!("n{i}")).await;
     }
     let (status, page) = get_json(server.addr, "/api/channels/news/messages?since=1&limit=2").await;
     assert_eq!(status, 200);
@@ -531,10 +522,7 @@ async fn retention_trims_old_history_in_the_background() {
     .await;
     let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=r").await;
     for i in 1..=12 {
-        client
-            .send(json!({"type":"publish","channel":"trim","msg":format!("m{i}")}))
-            .await;
-        client.recv_type("ack").await;
+        client.publish_acked("trim", &format!("m{i}")).await;
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

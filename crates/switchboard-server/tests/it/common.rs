@@ -324,6 +324,13 @@ impl ChatClient {
         }
     }
 
+    /// Publishes `msg` to `channel` and waits for its `ack`; returns the offset.
+    pub async fn publish_acked(&mut self, channel: &str, msg: &str) -> u64 {
+        self.send(serde_json::json!({"type":"publish","channel":channel,"msg":msg}))
+            .await;
+        self.recv_type("ack").await["offset"].as_u64().unwrap()
+    }
+
     /// Subscribes and returns the `subscribed` answer.
     pub async fn subscribe(&mut self, request: serde_json::Value) -> serde_json::Value {
         self.send(request).await;

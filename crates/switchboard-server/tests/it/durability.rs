@@ -13,10 +13,7 @@ async fn history_survives_a_restart() {
     let server = ServerProcess::start(data.path(), &UNLIMITED);
     let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=keeper").await;
     for i in 1..=3 {
-        client
-            .send(json!({"type":"publish","channel":"kept","msg":format!("m{i}")}))
-            .await;
-        client.recv_type("ack").await;
+        client.publish_acked("kept", &format!("m{i}")).await;
     }
     let (_, before) = get_json(server.addr, "/api/channels/kept/messages").await;
     drop(client);
