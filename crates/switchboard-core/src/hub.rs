@@ -261,11 +261,10 @@ fn sorted_names(presence: &HashMap<Username, u32>) -> Vec<String> {
 impl EventSink for Hub {
     fn deliver(&self, event: ChannelEvent) {
         match event {
-            ChannelEvent::Message(publication) => {
-                let channel = match ChannelName::parse(&publication.channel) {
-                    Ok(channel) => channel,
-                    Err(e) => return tracing::warn!("dropping event: {e}"),
-                };
+            ChannelEvent::Message {
+                channel,
+                publication,
+            } => {
                 let json = ServerMessage::Message(&publication).to_json();
                 self.fan_out(&channel, Some(publication.offset), None, json);
             }

@@ -375,11 +375,15 @@ async fn write_appends(
                 )
             })
             .unzip();
+        let channels: Vec<ChannelName> = batch.iter().map(|m| m.channel.clone()).collect();
         match history.append(batch).await {
             Ok(stored) => {
-                for (publication, ack) in stored.into_iter().zip(acks) {
+                for ((publication, channel), ack) in stored.into_iter().zip(channels).zip(acks) {
                     let publication = Arc::new(publication);
-                    broker.publish(ChannelEvent::Message(publication.clone()));
+                    broker.publish(ChannelEvent::Message {
+                        channel,
+                        publication: publication.clone(),
+                    });
                     ack.succeed(&publication);
                 }
             }

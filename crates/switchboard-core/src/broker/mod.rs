@@ -20,7 +20,10 @@ use crate::user::Username;
 #[derive(Debug, Clone)]
 pub enum ChannelEvent {
     /// A message, durably stored.
-    Message(Arc<Publication>),
+    Message {
+        channel: ChannelName,
+        publication: Arc<Publication>,
+    },
     /// A user's first connection subscribed.
     Join {
         channel: ChannelName,
