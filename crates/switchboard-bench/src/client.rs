@@ -12,7 +12,28 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Opens a WebSocket on `path` (no extensions) and splits it.
 pub async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<(FrameReader, FrameWriter)> {
-    let mut stream = TcpStream::connect(addr).await.context("connect")?;
+    let stream = TcpStream::connect(addr).await.context("connect")?;
+    handshake(stream, addr, path).await
+}
+
+/// [`connect`] from a chosen local address (to spread many connections
+/// over several loopback sources).
+pub async fn connect_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(FrameReader, FrameWriter)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(addr).await.context("connect")?;
+    handshake(stream, addr, path).await
+}
+
+async fn handshake(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(FrameReader, FrameWriter)> {
     stream.set_nodelay(true)?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -51,6 +72,11 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Releases the buffer of a connection that will only be held open.
+    pub fn into_idle(self) -> OwnedReadHalf {
+        self.read
+    }
+
     /// The next text frame's payload; `None` when the connection ends.
     pub async fn next_text(&mut self) -> anyhow::Result<Option<BytesMut>> {
         loop {

@@ -6,14 +6,18 @@
 //!   (publisher send → subscriber receive), server CPU per delivery.
 //! - `history`: durable publish throughput (acked messages/s) and the
 //!   latency of history queries.
+//! - `echo`: round trips/s and latency through `/echo`.
+//! - `idle`: the server's resident memory per idle subscribed connection.
 //!
 //! The server must allow the publish rate used here:
 //! `switchboard --publish-rate 1000000 --publish-burst 1000000`.
 
 mod client;
 mod cpu;
+mod echo;
 mod fanout;
 mod history;
+mod idle;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,6 +49,10 @@ enum Scenario {
     Fanout(fanout::Args),
     /// Durable publish throughput and history query latency.
     History(history::Args),
+    /// Round trips through `/echo`.
+    Echo(echo::Args),
+    /// Server memory per idle subscribed connection.
+    Idle(idle::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +65,8 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Fanout(args) => fanout::run(cli.server, cli.server_pid, args).await,
             Scenario::History(args) => history::run(cli.server, cli.server_pid, args).await,
+            Scenario::Echo(args) => echo::run(cli.server, cli.server_pid, args).await,
+            Scenario::Idle(args) => idle::run(cli.server, cli.server_pid, args).await,
         }
     })?;
     if cli.json {

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub struct WsSettings {
 }
 
 /// What a WebSocket endpoint does with the messages its clients send.
-pub trait MessageHandler: Send + 'static {
+pub trait MessageHandler: Send + Unpin + 'static {
     /// Called with each complete text or binary message. An `Err` closes the
     /// connection with that close frame.
     fn on_message(&mut self, message: Message, replies: &mut Replies<'_>)
@@ -193,7 +193,7 @@ where
             max_message_size: settings.max_message_size,
             deflate: encoder.compresses(),
         });
-        Connection {
+        let mut connection = Connection {
             io,
             read_buf: BytesMut::from(&leftover[..]),
             decoder,
@@ -208,18 +208,16 @@ where
             },
             close_sent: None,
             close_received: None,
+        };
+        // Bytes the client sent right behind its handshake.
+        if !connection.read_buf.is_empty() {
+            connection.on_input();
         }
+        connection
     }
 
-    /// Serves the connection until it ends.
-    pub async fn run(mut self) -> Ended {
-        if !self.read_buf.is_empty() {
-            self.on_input();
-        }
-        poll_fn(|cx| self.poll_run(cx)).await
-    }
-
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+    /// Drives the connection; `Ready` once it has ended.
+    pub fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         loop {
             let mut progressed = false;
 

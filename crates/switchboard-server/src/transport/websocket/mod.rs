@@ -2,7 +2,10 @@
 
 mod connection;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -22,6 +25,7 @@ use switchboard_core::outbox::Outbox;
 use switchboard_core::wire::FrameEncoder;
 
 use crate::app::AppState;
+use crate::connections::Registration;
 use crate::http::ApiError;
 
 /// What a handler is given about the connection it serves.
@@ -58,9 +62,11 @@ where
         .ok_or_else(|| ApiError::internal("this connection cannot be upgraded"))?;
     let deflate = accepted.deflate.as_ref().map(|offer| offer.params);
     let state = state.clone();
-    state.connections.tasks.clone().spawn(async move {
+    // A short task waits for hyper to hand over the socket, then spawns the
+    // connection's own task, which holds only the connection's state.
+    tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => serve_upgraded(upgraded, state, deflate, make_handler).await,
+            Ok(upgraded) => start_connection(upgraded, state, deflate, make_handler),
             Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
         }
     });
@@ -78,7 +84,7 @@ where
         .expect("static headers are valid"))
 }
 
-async fn serve_upgraded<H, F>(
+fn start_connection<H, F>(
     upgraded: hyper::upgrade::Upgraded,
     state: AppState,
     deflate: Option<switchboard_ws::DeflateParams>,
@@ -90,53 +96,77 @@ async fn serve_upgraded<H, F>(
     // The plain TCP socket, when that is what lies beneath: no boxed I/O layer
     // on the hot path.
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            serve(
-                parts.io.into_inner(),
-                parts.read_buf,
-                state,
-                deflate,
-                make_handler,
-            )
-            .await
-        }
-        Err(upgraded) => {
-            serve(
-                TokioIo::new(upgraded),
-                Bytes::new(),
-                state,
-                deflate,
-                make_handler,
-            )
-            .await
-        }
+        Ok(parts) => spawn_connection(
+            parts.io.into_inner(),
+            parts.read_buf,
+            state,
+            deflate,
+            make_handler,
+        ),
+        Err(upgraded) => spawn_connection(
+            TokioIo::new(upgraded),
+            Bytes::new(),
+            state,
+            deflate,
+            make_handler,
+        ),
     }
 }
 
-async fn serve<S, H, F>(
+fn spawn_connection<S, H, F>(
     io: S,
     leftover: Bytes,
     state: AppState,
     deflate: Option<switchboard_ws::DeflateParams>,
     make_handler: F,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: MessageHandler,
     F: FnOnce(ConnectionContext) -> H,
 {
     let outbox = Arc::new(Outbox::new(state.ws.max_queued_bytes));
     let registration = state.connections.register(outbox.clone());
-    let id = registration.id;
     let encoder = FrameEncoder::new(deflate, state.ws.deflate_min_size, state.ws.deflate_level);
     let handler = make_handler(ConnectionContext {
-        id,
+        id: registration.id,
         outbox: outbox.clone(),
         encoder,
     });
-    tracing::debug!(conn = id, deflate = deflate.is_some(), "websocket open");
-    let ended = Connection::new(io, leftover, state.ws.clone(), encoder, outbox, handler)
-        .run()
-        .await;
+    tracing::debug!(
+        conn = registration.id,
+        deflate = deflate.is_some(),
+        "websocket open"
+    );
+    let connection = Connection::new(io, leftover, state.ws.clone(), encoder, outbox, handler);
+    state.connections.tasks.spawn(ConnectionTask {
+        connection,
+        registration,
+    });
+}
+
+/// The long-lived task of one connection: the connection itself and its
+/// registration, nothing else, so an idle connection costs little memory.
+struct ConnectionTask<S, H> {
+    connection: Connection<S, H>,
+    registration: Registration,
+}
+
+impl<S, H> Future for ConnectionTask<S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: MessageHandler,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let ended = ready!(this.connection.poll_run(cx));
+        log_end(this.registration.id, ended);
+        Poll::Ready(())
+    }
+}
+
+fn log_end(id: ConnectionId, ended: Ended) {
     match ended {
         Ended::Io(e) => tracing::debug!(conn = id, "websocket closed: i/o error: {e}"),
         Ended::Dropped => tracing::debug!(

@@ -1,0 +1,106 @@
+//! The idle scenario: N subscribed connections that do nothing; the
+//! server's resident memory per connection.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::client::{self, find};
+use crate::{Report, fresh_channel};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Idle connections to open (each process may hold 20,000 files here).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Source addresses 127.0.0.1 ..= 127.0.0.N to spread connections over.
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    /// Connections per channel: every join is announced to the channel, so
+    /// one huge room would measure presence traffic, not idle memory.
+    #[arg(long, default_value_t = 100)]
+    per_channel: usize,
+    /// Wait after the last connection before reading memory.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+}
+
+pub async fn run(
+    server: SocketAddr,
+    server_pid: Option<u32>,
+    args: Args,
+) -> anyhow::Result<Report> {
+    let pid = server_pid.context("idle needs --server-pid to read the server's memory")?;
+    let channel = fresh_channel("idle");
+    let before = resident_bytes(pid)?;
+    let mut held = Vec::with_capacity(args.connections);
+    for chunk_start in (0..args.connections).step_by(200) {
+        let mut opening = Vec::new();
+        for i in chunk_start..(chunk_start + 200).min(args.connections) {
+            let source = IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (i % usize::from(args.sources.max(1))) as u8,
+            ));
+            let path = format!(
+                "/ws?user=idle{i}&channel={channel}-{}",
+                i / args.per_channel.max(1)
+            );
+            opening.push(tokio::spawn(async move {
+                let (mut reader, writer) = client::connect_from(source, server, &path).await?;
+                loop {
+                    let frame = reader
+                        .next_text()
+                        .await?
+                        .context("closed before subscribed")?;
+                    if find(&frame, br#""type":"subscribed""#).is_some() {
+                        // Like a real client, read (and drop) what arrives,
+                        // e.g. later joins, with no buffer kept between reads.
+                        let mut read = reader.into_idle();
+                        let drain = tokio::spawn(async move {
+                            use tokio::io::AsyncReadExt;
+                            let mut sink = [0u8; 512];
+                            while read.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                        });
+                        return anyhow::Ok((drain, writer));
+                    }
+                }
+            }));
+        }
+        for task in opening {
+            held.push(task.await??);
+        }
+    }
+    tokio::time::sleep(args.settle).await;
+    let after = resident_bytes(pid)?;
+    let per_connection = after.saturating_sub(before) as f64 / args.connections as f64;
+    for (drain, writer) in held {
+        drain.abort();
+        drop(writer);
+    }
+    Ok(Report {
+        scenario: "idle",
+        rows: vec![
+            ("connections", args.connections as f64, ""),
+            ("server_rss_before", before as f64 / 1024.0, "KiB"),
+            ("server_rss_after", after as f64 / 1024.0, "KiB"),
+            ("server_rss_per_connection", per_connection, "bytes"),
+        ],
+    })
+}
+
+/// VmRSS of `pid`, in bytes.
+fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024)
+}
