@@ -49,7 +49,7 @@ pub async fn run(
                 i / args.per_channel.max(1)
             );
             opening.push(tokio::spawn(async move {
-                let (mut reader, writer) = client::connect_from(source, server, &path).await?;
+                let (mut reader, writer) = connect_with_retry(source, server, &path).await?;
                 loop {
                     let frame = reader
                         .next_text()
@@ -89,6 +89,27 @@ pub async fn run(
             ("server_rss_per_connection", per_connection, "bytes"),
         ],
     })
+}
+
+/// Loopback under heavy load may reset a handshake (the kernel's TCP memory
+/// pressure); a few retries keep one refusal from spoiling the run.
+async fn connect_with_retry(
+    source: IpAddr,
+    server: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(client::FrameReader, client::FrameWriter)> {
+    let mut attempt = 0;
+    loop {
+        match client::connect_from(source, server, path).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                eprintln!("idle: connect failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// VmRSS of `pid`, in bytes.

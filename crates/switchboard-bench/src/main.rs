@@ -18,6 +18,7 @@ mod echo;
 mod fanout;
 mod history;
 mod idle;
+mod report;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,10 +54,15 @@ enum Scenario {
     Echo(echo::Args),
     /// Server memory per idle subscribed connection.
     Idle(idle::Args),
+    /// Merge runs into report.json (medians, ratios) and report.svg.
+    Report(report::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Report(args) = cli.scenario {
+        return report::run(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
         .enable_all()
@@ -67,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::History(args) => history::run(cli.server, cli.server_pid, args).await,
             Scenario::Echo(args) => echo::run(cli.server, cli.server_pid, args).await,
             Scenario::Idle(args) => idle::run(cli.server, cli.server_pid, args).await,
+            Scenario::Report(_) => unreachable!("handled above"),
         }
     })?;
     if cli.json {

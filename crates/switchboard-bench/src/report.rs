@@ -1,0 +1,280 @@
+//! `switchboard-bench report DIR`: merges the runs `scripts/bench.sh` wrote
+//! (`DIR/<target>-<scenario>-<run>.json`) into `DIR/report.json` with
+//! medians and switchboard/baseline ratios, and draws `DIR/report.svg`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory holding the runs.
+    dir: PathBuf,
+}
+
+/// target → scenario → field → values over runs.
+type Runs = BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>>;
+
+/// Figures compared between switchboard and the baseline, and whether more is better.
+const COMPARED: [(&str, &str, bool); 7] = [
+    ("fanout-rate", "latency_p99", false),
+    ("fanout-rate", "server_cpu_per_delivery", false),
+    ("fanout-flat", "deliveries_per_sec", true),
+    ("fanout-flat", "server_cpu_per_delivery", false),
+    ("echo", "round_trips_per_sec", true),
+    ("echo", "latency_p99", false),
+    ("idle", "server_rss_per_connection", false),
+];
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let runs = read_runs(&args.dir)?;
+    let mut medians = Map::new();
+    for (target, scenarios) in &runs {
+        let mut per_scenario = Map::new();
+        for (scenario, fields) in scenarios {
+            let values: Map<String, Value> = fields
+                .iter()
+                .map(|(field, values)| (field.clone(), json!(median(values))))
+                .collect();
+            per_scenario.insert(scenario.clone(), Value::Object(values));
+        }
+        medians.insert(target.clone(), Value::Object(per_scenario));
+    }
+    let mut ratios = Map::new();
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "figure (median of runs)", "switchboard", "baseline", "ratio"
+    );
+    for (scenario, field, _) in COMPARED {
+        let ours = figure(&medians, "switchboard", scenario, field);
+        let theirs = figure(&medians, "baseline", scenario, field);
+        if let (Some(ours), Some(theirs)) = (ours, theirs) {
+            let ratio = if theirs == 0.0 {
+                f64::NAN
+            } else {
+                ours / theirs
+            };
+            println!(
+                "{:<44} {ours:>14.2} {theirs:>14.2} {ratio:>8.2}",
+                format!("{scenario} {field}")
+            );
+            ratios.insert(format!("{scenario}.{field}"), json!(ratio));
+        }
+    }
+    if let Some(history) = medians.get("switchboard").and_then(|s| s.get("history")) {
+        println!("durable publish: {} acked msgs/s", history["acked_per_sec"]);
+    }
+    let report = json!({
+        "runs": runs.values().flat_map(|s| s.values()).flat_map(|f| f.values()).map(Vec::len).max().unwrap_or(0),
+        "medians": medians,
+        "ratios_switchboard_over_baseline": ratios,
+    });
+    let json_path = args.dir.join("report.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
+    let svg_path = args.dir.join("report.svg");
+    draw(&report["medians"], &svg_path)?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}
+
+fn read_runs(dir: &Path) -> anyhow::Result<Runs> {
+    let mut runs = Runs::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        // <target>-<scenario>-<run>, where scenario may hold a dash.
+        let mut parts = name.splitn(2, '-');
+        let (Some(target), Some(rest)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some((scenario, run)) = rest.rsplit_once('-') else {
+            continue;
+        };
+        if path.extension().is_none_or(|e| e != "json") || run.parse::<u32>().is_err() {
+            continue;
+        }
+        let result: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        let fields = runs
+            .entry(target.into())
+            .or_default()
+            .entry(scenario.into())
+            .or_default();
+        for (field, value) in result.as_object().into_iter().flatten() {
+            if let Some(v) = value.as_f64() {
+                fields.entry(field.clone()).or_default().push(v);
+            }
+        }
+    }
+    Ok(runs)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 0 {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
+}
+
+fn figure(medians: &Map<String, Value>, target: &str, scenario: &str, field: &str) -> Option<f64> {
+    medians.get(target)?.get(scenario)?.get(field)?.as_f64()
+}
+
+/// Two panels: fan-out latency percentiles at a fixed rate, and throughput
+/// per scenario, switchboard beside the baseline.
+fn draw(medians: &Value, path: &Path) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(500);
+    let targets = [
+        ("switchboard", RGBColor(31, 119, 180)),
+        ("baseline", RGBColor(255, 127, 14)),
+    ];
+
+    let percentiles = ["latency_p50", "latency_p90", "latency_p99", "latency_p999"];
+    let latency = |t: &str, p: &str| medians[t]["fanout-rate"][p].as_f64().unwrap_or(0.0);
+    let max_latency = targets
+        .iter()
+        .flat_map(|(t, _)| percentiles.iter().map(move |p| latency(t, p)))
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            "fan-out latency, 1,000 subscribers, 200 msgs/s (ms)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0.0..4.0, 0.0..max_latency * 1.15)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(4)
+        .x_label_formatter(&|x| {
+            percentiles
+                .get(*x as usize)
+                .map_or(String::new(), |p| p.replace("latency_", ""))
+        })
+        .draw()?;
+    for (i, (target, color)) in targets.iter().enumerate() {
+        let offset = 0.1 + 0.4 * i as f64;
+        chart
+            .draw_series(percentiles.iter().enumerate().map(|(x, p)| {
+                let x0 = x as f64 + offset;
+                Rectangle::new([(x0, 0.0), (x0 + 0.38, latency(target, p))], color.filled())
+            }))?
+            .label(*target)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
+
+    let throughput = [
+        (
+            "fan-out flat out\n(M deliveries/s)",
+            "fanout-flat",
+            "deliveries_per_sec",
+            1e6,
+        ),
+        (
+            "echo\n(100k round trips/s)",
+            "echo",
+            "round_trips_per_sec",
+            1e5,
+        ),
+    ];
+    let value =
+        |t: &str, s: &str, f: &str, scale: f64| medians[t][s][f].as_f64().unwrap_or(0.0) / scale;
+    let max_value = targets
+        .iter()
+        .flat_map(|(t, _)| {
+            throughput
+                .iter()
+                .map(move |(_, s, f, k)| value(t, s, f, *k))
+        })
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&right)
+        .caption("throughput (higher is better)", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0.0..2.0, 0.0..max_value * 1.15)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(2)
+        .x_label_formatter(&|x| {
+            throughput
+                .get(*x as usize)
+                .map_or(String::new(), |t| t.0.replace('\n', " "))
+        })
+        .draw()?;
+    for (i, (target, color)) in targets.iter().enumerate() {
+        let offset = 0.1 + 0.4 * i as f64;
+        chart.draw_series(throughput.iter().enumerate().map(|(x, (_, s, f, k))| {
+            let x0 = x as f64 + offset;
+            Rectangle::new(
+                [(x0, 0.0), (x0 + 0.38, value(target, s, f, *k))],
+                color.filled(),
+            )
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_runs() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn merges_runs_into_medians_ratios_and_a_chart() {
+        let dir = std::env::temp_dir().join(format!("bench-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (target, scale) in [("switchboard", 2.0), ("baseline", 1.0)] {
+            for run in 1..=3 {
+                let f = json!({"deliveries_per_sec": scale * 1e6 * run as f64, "latency_p99": 5.0});
+                std::fs::write(
+                    dir.join(format!("{target}-fanout-flat-{run}.json")),
+                    f.to_string(),
+                )
+                .unwrap();
+            }
+        }
+        run(Args { dir: dir.clone() }).unwrap();
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            report["medians"]["switchboard"]["fanout-flat"]["deliveries_per_sec"],
+            4e6
+        );
+        assert_eq!(
+            report["ratios_switchboard_over_baseline"]["fanout-flat.deliveries_per_sec"],
+            2.0
+        );
+        assert!(
+            std::fs::read_to_string(dir.join("report.svg"))
+                .unwrap()
+                .starts_with("<svg")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds release binaries, runs every scenario of
+# switchboard-bench against switchboard (fresh data dir) and against the
+# tokio-tungstenite baseline (bench/baseline) in the same run, then writes
+# target/bench/report.json (medians, switchboard/baseline ratios) and
+# target/bench/report.svg.
+#
+# Env: BENCH_RUNS (3)  BENCH_DURATION (10s)  BENCH_SUBSCRIBERS (1000)
+#      BENCH_IDLE_CONNECTIONS (15000)  BENCH_THREADS (2, load tool workers)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+runs="${BENCH_RUNS:-3}"
+duration="${BENCH_DURATION:-10s}"
+subscribers="${BENCH_SUBSCRIBERS:-1000}"
+idle="${BENCH_IDLE_CONNECTIONS:-15000}"
+threads="${BENCH_THREADS:-2}"
+out=target/bench
+rm -rf "$out" && mkdir -p "$out"
+# Server and load tool each hold up to ~15,000 sockets; 20,000 is this machine's cap.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --locked -p switchboard-server -p switchboard-bench -p switchboard-baseline
+
+pid=""
+addr=""
+data=""
+start() { # start TARGET: sets pid and addr
+    local log="$out/$1.log"
+    case "$1" in
+        switchboard)
+            data=$(mktemp -d)
+            ./target/release/switchboard serve --listen 127.0.0.1:0 --data-dir "$data" \
+                --publish-rate 1000000 --publish-burst 1000000 >"$log" 2>&1 & ;;
+        baseline)
+            ./target/release/switchboard-baseline --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
+    esac
+    pid=$!
+    addr=""
+    for _ in $(seq 1 100); do
+        addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$log" | head -1)
+        [ -n "$addr" ] && return 0
+        sleep 0.1
+    done
+    cat "$log" >&2
+    echo "bench.sh: $1 did not start" >&2
+    exit 2
+}
+stop() {
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    [ -z "$data" ] || rm -rf "$data"
+    data=""
+}
+trap stop EXIT
+bench() { # bench TARGET NAME RUN ARGS...
+    local target=$1 name=$2 run=$3
+    shift 3
+    echo "bench.sh: $target $name run $run" >&2
+    ./target/release/switchboard-bench --server "$addr" --server-pid "$pid" --threads "$threads" --json "$@" \
+        >"$out/$target-$name-$run.json"
+}
+
+for target in switchboard baseline; do
+    for run in $(seq 1 "$runs"); do
+        # Idle memory on a fresh process, before anything else ran in it.
+        start "$target"
+        bench "$target" idle "$run" idle --connections "$idle"
+        stop
+    done
+    start "$target"
+    for run in $(seq 1 "$runs"); do
+        bench "$target" fanout-rate "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
+        bench "$target" fanout-flat "$run" fanout --subscribers "$subscribers" --rate 0 --in-flight 64 --duration "$duration"
+        bench "$target" echo "$run" echo --connections 100 --in-flight 1 --duration "$duration"
+        if [ "$target" = switchboard ]; then
+            bench "$target" history "$run" history --duration "$duration"
+        fi
+    done
+    stop
+done
+trap - EXIT
+
+./target/release/switchboard-bench report "$out"
