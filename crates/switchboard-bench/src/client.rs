@@ -72,6 +72,16 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Reads until a text frame containing `marker`, e.g. `"type":"subscribed"`.
+    pub async fn wait_for(&mut self, marker: &[u8]) -> anyhow::Result<()> {
+        loop {
+            let frame = self.next_text().await?.context("connection closed")?;
+            if find(&frame, marker).is_some() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Releases the buffer of a connection that will only be held open.
     pub fn into_idle(self) -> OwnedReadHalf {
         self.read

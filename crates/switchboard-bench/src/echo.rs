@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{self, number_after};
 use crate::cpu::cpu_time;
-use crate::{Report, latency_histogram, latency_rows};
+use crate::{LATENCY_ROWS, Report, latency_histogram, latency_rows};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -88,17 +88,7 @@ pub async fn run(
             "/s",
         ),
     ];
-    latency_rows(
-        &mut rows,
-        [
-            "latency_p50",
-            "latency_p90",
-            "latency_p99",
-            "latency_p999",
-            "latency_max",
-        ],
-        &latency,
-    );
+    latency_rows(&mut rows, LATENCY_ROWS, &latency);
     if let Some(cpu) = server_cpu {
         rows.push((
             "server_cpu_per_round_trip",

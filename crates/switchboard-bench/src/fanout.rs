@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::client::{self, FrameWriter, find, number_after};
 use crate::cpu::cpu_time;
-use crate::{Report, fresh_channel, latency_histogram, latency_rows};
+use crate::{LATENCY_ROWS, Report, fresh_channel, latency_histogram, latency_rows};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -150,17 +149,7 @@ pub async fn run(
         ("duplicates", duplicates as f64, ""),
         ("out_of_order", gaps as f64, ""),
     ];
-    latency_rows(
-        &mut rows,
-        [
-            "latency_p50",
-            "latency_p90",
-            "latency_p99",
-            "latency_p999",
-            "latency_max",
-        ],
-        &latency,
-    );
+    latency_rows(&mut rows, LATENCY_ROWS, &latency);
     if let Some(cpu) = server_cpu {
         rows.push(("server_cpu", cpu.as_secs_f64(), "s"));
         let per_delivery = cpu.as_secs_f64() * 1e6 / received.max(1) as f64;
@@ -182,15 +171,8 @@ async fn subscribe(
     path: String,
 ) -> anyhow::Result<(client::FrameReader, FrameWriter)> {
     let (mut reader, writer) = client::connect(server, &path).await?;
-    loop {
-        let frame = reader
-            .next_text()
-            .await?
-            .context("closed before subscribed")?;
-        if find(&frame, br#""type":"subscribed""#).is_some() {
-            return Ok((reader, writer));
-        }
-    }
+    reader.wait_for(br#""type":"subscribed""#).await?;
+    Ok((reader, writer))
 }
 
 async fn receive(

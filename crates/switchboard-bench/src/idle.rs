@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::client::{self, find};
+use crate::client;
 use crate::{Report, fresh_channel};
 
 #[derive(Debug, clap::Args)]
@@ -50,23 +50,16 @@ pub async fn run(
             );
             opening.push(tokio::spawn(async move {
                 let (mut reader, writer) = connect_with_retry(source, server, &path).await?;
-                loop {
-                    let frame = reader
-                        .next_text()
-                        .await?
-                        .context("closed before subscribed")?;
-                    if find(&frame, br#""type":"subscribed""#).is_some() {
-                        // Like a real client, read (and drop) what arrives,
-                        // e.g. later joins, with no buffer kept between reads.
-                        let mut read = reader.into_idle();
-                        let drain = tokio::spawn(async move {
-                            use tokio::io::AsyncReadExt;
-                            let mut sink = [0u8; 512];
-                            while read.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-                        });
-                        return anyhow::Ok((drain, writer));
-                    }
-                }
+                reader.wait_for(br#""type":"subscribed""#).await?;
+                // Like a real client, read (and drop) what arrives, e.g.
+                // later joins, with no buffer kept between reads.
+                let mut read = reader.into_idle();
+                let drain = tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut sink = [0u8; 512];
+                    while read.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                });
+                anyhow::Ok((drain, writer))
             }));
         }
         for task in opening {

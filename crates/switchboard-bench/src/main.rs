@@ -113,6 +113,15 @@ pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
+/// Row names of a delivery or round-trip latency distribution.
+pub const LATENCY_ROWS: [&str; 5] = [
+    "latency_p50",
+    "latency_p90",
+    "latency_p99",
+    "latency_p999",
+    "latency_max",
+];
+
 /// Adds p50/p90/p99/p99.9/max rows (in milliseconds).
 pub fn latency_rows(
     rows: &mut Vec<(&'static str, f64, &'static str)>,
