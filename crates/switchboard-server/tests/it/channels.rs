@@ -9,6 +9,26 @@ use tokio::io::AsyncReadExt;
 
 use crate::common::{ChatClient, RawClient, TestServer, WAIT, get_json};
 
+/// The `msg` of each message in a history page.
+fn texts(page: &Value) -> Vec<&str> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect()
+}
+
+/// The `offset` of each message in a history page.
+fn offsets(page: &Value) -> Vec<u64> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect()
+}
+
 fn fast_publishers(config: &mut switchboard_server::Config) {
     config.publish_rate = 1e9;
     config.publish_burst = 1e9;
@@ -352,23 +372,13 @@ async fn history_requests_return_stored_messages_ascending() {
         .await;
     let page = client.recv_type("history").await;
     assert_eq!(page["id"], "q");
-    let offsets: Vec<u64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = offsets(&page);
     assert_eq!(offsets, [3, 4]);
     client
         .send(json!({"type":"history","channel":"h","limit":2}))
         .await;
     let latest = client.recv_type("history").await;
-    let msgs: Vec<&str> = latest["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["msg"].as_str().unwrap())
-        .collect();
+    let msgs = texts(&latest);
     assert_eq!(msgs, ["m4", "m5"]);
 }
 
@@ -478,12 +488,7 @@ async fn the_http_api_serves_history_channels_and_presence() {
     assert_eq!(status, 200);
     assert_eq!(page["channel"], "news");
     assert!(page["epoch"].as_str().is_some_and(|e| !e.is_empty()));
-    let msgs: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["msg"].as_str().unwrap())
-        .collect();
+    let msgs = texts(&page);
     assert_eq!(msgs, ["n2", "n3"]);
     let (_, latest) = get_json(server.addr, "/api/channels/news/messages").await;
     assert_eq!(latest["messages"].as_array().unwrap().len(), 4);
@@ -527,12 +532,7 @@ async fn retention_trims_old_history_in_the_background() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (_, page) = get_json(server.addr, "/api/channels/trim/messages?since=0").await;
-        let offsets: Vec<u64> = page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["offset"].as_u64().unwrap())
-            .collect();
+        let offsets = offsets(&page);
         if offsets == (8..=12).collect::<Vec<u64>>() {
             break;
         }
