@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine, then runs it.
+# Installs what the test suite needs on a fresh Debian machine, then runs it:
+# every crate's tests (cargo), then the browser tests (headless Chromium).
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Everything the current suite needs comes from crates.io through cargo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian's Chromium (and its WebDriver) for the end-to-end tests.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+# The browser driver (playwright-core) and an independent WebSocket client (ws).
+(cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+
 cargo test --workspace --locked "$@"
+
+cargo build --locked --bin switchboard
+e2e_start=$(date +%s)
+(cd e2e && node --test --test-concurrency=1)
+echo "e2e: browser tests took $(( $(date +%s) - e2e_start ))s"

@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use switchboard_core::history::{HistoryError, Retention};
 use switchboard_core::{Node, NodeConfig};
 
 use crate::config::Config;
 use crate::connections::Connections;
+use crate::http::DocumentRoot;
 use crate::transport::websocket::WsSettings;
 
 #[derive(Clone)]
@@ -16,11 +19,37 @@ pub struct AppState {
     pub ws: Arc<WsSettings>,
     pub connections: Arc<Connections>,
     pub node: Arc<Node>,
+    /// `--static-dir`, when given.
+    pub document_root: Option<Arc<DocumentRoot>>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("static directory {path}: {source}")]
+    StaticDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl AppState {
-    /// Opens the history store under `config.data_dir` and starts the node.
-    pub fn new(config: Config) -> Result<Self, HistoryError> {
+    /// Opens the document root and the history store under
+    /// `config.data_dir`, and starts the node.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let document_root = config
+            .static_dir
+            .as_deref()
+            .map(|dir| {
+                DocumentRoot::open(dir).map_err(|source| StartError::StaticDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()?
+            .map(Arc::new);
         let ws = WsSettings {
             max_message_size: config.max_message_size,
             max_queued_bytes: config.max_queued_bytes,
@@ -46,6 +75,7 @@ impl AppState {
             ws: Arc::new(ws),
             connections: Arc::new(Connections::default()),
             node,
+            document_root,
         })
     }
 }

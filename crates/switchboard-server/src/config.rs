@@ -18,6 +18,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Serve files from this directory (the document root) at every path the
+    /// server does not claim. An `index.html` at its top replaces the chat
+    /// page at `/`; the chat page stays at `/chat/`.
+    #[arg(long, env = "SWITCHBOARD_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+
     /// Longest chat message (`msg`) accepted, in bytes.
     #[arg(long, env = "SWITCHBOARD_MAX_MSG_BYTES", default_value_t = 64 * 1024)]
     pub max_msg_bytes: usize,

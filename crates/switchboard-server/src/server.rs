@@ -9,14 +9,13 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use switchboard_core::history::HistoryError;
 use switchboard_ws::{CloseCode, CloseFrame};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::app::AppState;
+use crate::app::{AppState, StartError};
 use crate::config::Config;
 use crate::http;
 
@@ -32,7 +31,7 @@ pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), HistoryError> {
+) -> Result<(), StartError> {
     let state = AppState::new(config)?;
     let router = http::router(state.clone());
     let stop = CancellationToken::new();

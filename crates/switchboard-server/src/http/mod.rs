@@ -1,16 +1,19 @@
 //! The HTTP surface: the router and its handlers.
 
 mod api;
+mod document_root;
 mod error;
+mod page;
 
+pub use document_root::DocumentRoot;
 pub use error::ApiError;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode, Uri};
 use serde::Deserialize;
 use switchboard_core::{ChannelName, Username};
 
@@ -22,6 +25,9 @@ use crate::transport::websocket;
 /// Every route the server answers.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(home))
+        .route("/chat/", get(chat_page))
+        .route("/chat/{file}", get(chat_asset))
         .route("/echo", get(echo))
         .route("/ws", get(native_ws))
         .route("/ws/{user}", get(native_ws_named))
@@ -34,9 +40,38 @@ pub fn router(state: AppState) -> Router {
             "/api/channels/{channel}/presence",
             get(api::channel_presence),
         )
-        .fallback(not_found)
+        .fallback(static_file)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// `/`: the operator's `index.html` from the document root if there is one,
+/// the chat page otherwise.
+async fn home(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(root) = &state.document_root
+        && root.has_index().await
+    {
+        return root.serve(request).await;
+    }
+    page::index(request.headers())
+}
+
+async fn chat_page(headers: HeaderMap) -> Response {
+    page::index(&headers)
+}
+
+async fn chat_asset(Path(file): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    page::asset(&file, &headers)
+}
+
+/// Every path no route claims: a file from the document root, or 404.
+async fn static_file(State(state): State<AppState>, request: Request) -> Response {
+    match &state.document_root {
+        Some(root) => root.serve(request).await,
+        None => not_found(request.method().clone(), request.uri().clone())
+            .await
+            .into_response(),
+    }
 }
 
 async fn echo(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {

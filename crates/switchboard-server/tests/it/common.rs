@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchboard_core::history::HistoryError;
+use switchboard_server::app::StartError;
 use switchboard_server::{Config, server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,7 +18,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), HistoryError>>,
+    task: JoinHandle<Result<(), StartError>>,
     _data: tempfile::TempDir,
 }
 
@@ -54,7 +54,7 @@ impl TestServer {
 
     /// Triggers graceful shutdown and returns a handle that completes when
     /// the server has finished.
-    pub fn shut_down(mut self) -> JoinHandle<Result<(), HistoryError>> {
+    pub fn shut_down(mut self) -> JoinHandle<Result<(), StartError>> {
         let _ = self.stop.take().unwrap().send(());
         self.task
     }

@@ -9,3 +9,4 @@ mod handshake;
 mod keepalive;
 mod protocol;
 mod shutdown;
+mod static_files;

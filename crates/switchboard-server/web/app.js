@@ -1,0 +1,128 @@
+// The chat page: asks for a nickname and channel, then runs one transport
+// for that channel and shows what it reports.
+
+import { ChatSocket } from './chat-socket.js';
+import { ChatView } from './view.js';
+
+const NICKNAME_KEY = 'switchboard.nickname';
+const DEFAULT_CHANNEL = 'lobby';
+const CHANNEL_PATTERN = /^[A-Za-z0-9_.:@-]{1,128}$/;
+
+const $ = (id) => document.getElementById(id);
+const view = new ChatView();
+let transport = null;
+
+function channelFromHash() {
+  const name = decodeURIComponent(location.hash.slice(1));
+  return CHANNEL_PATTERN.test(name) ? name : DEFAULT_CHANNEL;
+}
+
+/** The nickname's problem, or '' if the server will accept it. */
+function nicknameProblem(name) {
+  if (name.length === 0) return 'Choose a nickname.';
+  if ([...name].length > 64) return 'A nickname has at most 64 characters.';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(name)) return 'A nickname cannot contain control characters.';
+  return '';
+}
+
+function showJoinForm(problem = '') {
+  transport?.stop();
+  transport = null;
+  $('join-nickname').value = localStorage.getItem(NICKNAME_KEY) ?? '';
+  $('join-channel').value = channelFromHash();
+  $('join-error').textContent = problem;
+  $('chat-view').hidden = true;
+  $('join-view').hidden = false;
+  $('change').hidden = true;
+  $('join-nickname').focus();
+}
+
+function join(nickname, channel) {
+  transport?.stop();
+  localStorage.setItem(NICKNAME_KEY, nickname);
+  if (channelFromHash() !== channel || location.hash.slice(1) !== channel) {
+    history.replaceState(null, '', `#${encodeURIComponent(channel)}`);
+  }
+  $('join-view').hidden = true;
+  $('chat-view').hidden = false;
+  $('change').hidden = false;
+
+  transport = new ChatSocket({
+    user: nickname,
+    channel,
+    on: {
+      state: (state) => view.setState(state),
+      message: (message) => view.addMessage(message),
+      presence: (users) => view.setPresence(users),
+      join: (user) => view.join(user),
+      leave: (user) => view.leave(user),
+      reset: () => view.clearMessages(),
+      log: (text, kind) => view.log(text, kind),
+      refused: (reason) => view.addNotice(`Not sent: ${reason}`),
+    },
+  });
+  view.start(nickname, channel, transport.name);
+  view.log(`joining #${channel} as ${nickname} over ${transport.name}`);
+  transport.start();
+  $('composer-input').focus();
+}
+
+function sendComposed() {
+  const input = $('composer-input');
+  const text = input.value;
+  if (text.trim() === '' || !transport) return;
+  if (transport.send(text)) {
+    input.value = '';
+    fitComposer();
+  } else {
+    view.addNotice('Not connected: the message was kept, send it again once online.');
+  }
+}
+
+/** Grows the composer with its text, up to the CSS max-height. */
+function fitComposer() {
+  const input = $('composer-input');
+  input.style.height = 'auto';
+  input.style.height = `${input.scrollHeight}px`;
+}
+
+$('join-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const nickname = $('join-nickname').value.trim();
+  const channel = $('join-channel').value.trim();
+  const problem = nicknameProblem(nickname) || (CHANNEL_PATTERN.test(channel) ? '' : 'Channel names use letters, digits and _ . : @ -');
+  if (problem) {
+    $('join-error').textContent = problem;
+    return;
+  }
+  join(nickname, channel);
+});
+
+$('composer').addEventListener('submit', (event) => {
+  event.preventDefault();
+  sendComposed();
+});
+
+$('composer-input').addEventListener('keydown', (event) => {
+  // Enter sends; Shift+Enter (and Enter while an IME composes) is a newline.
+  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    sendComposed();
+  }
+});
+$('composer-input').addEventListener('input', fitComposer);
+
+$('change').addEventListener('click', () => showJoinForm());
+
+window.addEventListener('hashchange', () => {
+  const nickname = localStorage.getItem(NICKNAME_KEY);
+  if (transport && nickname && channelFromHash() !== transport.channel) join(nickname, channelFromHash());
+});
+
+const remembered = localStorage.getItem(NICKNAME_KEY);
+if (remembered && !nicknameProblem(remembered)) {
+  join(remembered, channelFromHash());
+} else {
+  showJoinForm();
+}

@@ -1,0 +1,184 @@
+// One channel over the native WebSocket protocol (/ws, docs/protocol.md),
+// reconnecting by itself and resuming from the last offset it delivered, so
+// the page sees every message exactly once and in order.
+
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 15000;
+const HISTORY_ON_JOIN = 50;
+
+/**
+ * Delay before reconnect attempt `attempt` (0-based): exponential, capped,
+ * with "equal jitter" (half fixed, half random) so that clients dropped
+ * together do not all come back in the same instant.
+ */
+export function retryDelay(attempt) {
+  const ceiling = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** attempt);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+export class ChatSocket {
+  /**
+   * @param {object} options
+   * @param {string} options.user
+   * @param {string} options.channel
+   * @param {object} options.on  callbacks: state(s), message(m), presence(users),
+   *   join(user), leave(user), reset(), log(text, kind), refused(reason)
+   */
+  constructor({ user, channel, on }) {
+    this.user = user;
+    this.channel = channel;
+    this.on = on;
+    this.name = 'WebSocket';
+    this.socket = null;
+    this.retryTimer = null;
+    this.attempt = 0;
+    this.stopped = true;
+    // Resume point: the last offset handed to on.message, and its epoch.
+    this.lastOffset = null;
+    this.epoch = null;
+    this.nextId = 1;
+    this.onBrowserOnline = () => this.reconnectNow();
+  }
+
+  start() {
+    this.stopped = false;
+    window.addEventListener('online', this.onBrowserOnline);
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    window.removeEventListener('online', this.onBrowserOnline);
+    clearTimeout(this.retryTimer);
+    if (this.socket) this.socket.close(1000, 'leaving');
+    this.socket = null;
+    this.on.state('offline');
+  }
+
+  /** Publishes `text`; false if not connected (nothing was sent). */
+  send(text) {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
+    this.request({ type: 'publish', channel: this.channel, msg: text, id: this.nextId++ });
+    return true;
+  }
+
+  connect() {
+    this.on.state(this.attempt === 0 && this.lastOffset === null ? 'connecting' : 'reconnecting');
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = `${scheme}//${location.host}/ws?user=${encodeURIComponent(this.user)}`;
+    this.on.log(`connecting to ${url}${this.attempt ? ` (attempt ${this.attempt + 1})` : ''}`);
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    socket.onopen = () => this.on.log('open', 'good');
+    socket.onerror = () => this.on.log('error (the close event has the details)', 'bad');
+    socket.onclose = (event) => this.closed(socket, event);
+    socket.onmessage = (event) => this.received(event.data);
+  }
+
+  closed(socket, event) {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    const reason = event.reason ? ` ${event.reason}` : '';
+    this.on.log(`close ${event.code}${reason}`, event.code === 1000 ? 'info' : 'bad');
+    if (this.stopped) return;
+    const delay = retryDelay(this.attempt);
+    this.attempt += 1;
+    this.on.state('reconnecting');
+    this.on.log(`reconnect attempt ${this.attempt} in ${(delay / 1000).toFixed(1)} s`);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  reconnectNow() {
+    if (this.stopped || this.socket) return;
+    clearTimeout(this.retryTimer);
+    this.connect();
+  }
+
+  request(object) {
+    this.socket.send(JSON.stringify(object));
+  }
+
+  received(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      this.on.log(`unreadable frame from the server: ${String(data).slice(0, 80)}`, 'bad');
+      return;
+    }
+    switch (frame.type) {
+      case 'welcome':
+        this.on.log(`welcome ${frame.username} (connection ${frame.connection_id}, server ${frame.server_version})`);
+        this.joinChannel();
+        break;
+      case 'history':
+        this.historyArrived(frame);
+        break;
+      case 'subscribed':
+        this.subscribed(frame);
+        break;
+      case 'message':
+        this.deliver(frame);
+        break;
+      case 'join':
+        this.on.join(frame.username);
+        break;
+      case 'leave':
+        this.on.leave(frame.username);
+        break;
+      case 'error':
+        this.on.log(`error ${frame.code}: ${frame.reason}`, 'bad');
+        if (frame.id !== undefined) this.on.refused(frame.reason);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** First time: the latest messages, then subscribe after them; after a
+   *  drop: subscribe from the last offset seen. */
+  joinChannel() {
+    if (this.lastOffset === null) {
+      this.request({ type: 'history', channel: this.channel, limit: HISTORY_ON_JOIN, id: 'join' });
+    } else {
+      this.subscribe();
+    }
+  }
+
+  historyArrived(frame) {
+    this.epoch = frame.epoch;
+    this.lastOffset = 0;
+    for (const message of frame.messages) this.deliver(message);
+    this.subscribe();
+  }
+
+  subscribe() {
+    const request = { type: 'subscribe', channel: this.channel, since: this.lastOffset };
+    if (this.epoch !== null) request.epoch = this.epoch;
+    this.on.log(`subscribe #${this.channel} since ${this.lastOffset}`);
+    this.request(request);
+  }
+
+  subscribed(frame) {
+    if (this.epoch !== null && frame.epoch !== this.epoch) {
+      // The channel's history was reset: offsets start over and the server
+      // replays what it has.
+      this.on.log('channel history was reset; reloading', 'bad');
+      this.on.reset();
+      this.lastOffset = 0;
+    }
+    this.epoch = frame.epoch;
+    this.attempt = 0;
+    this.on.presence(frame.presence);
+    this.on.state('online');
+    this.on.log(`subscribed #${frame.channel} at offset ${frame.offset}`, 'good');
+  }
+
+  deliver(message) {
+    if (message.channel !== this.channel) return;
+    // Replay and live can overlap by design; the offset makes it exact.
+    if (this.lastOffset !== null && message.offset <= this.lastOffset) return;
+    this.lastOffset = message.offset;
+    this.on.message(message);
+  }
+}

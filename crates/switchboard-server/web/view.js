@@ -1,0 +1,148 @@
+// What the page shows: status bar, messages, presence and the event log.
+// Everything a peer sent is written with textContent, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+
+const STATE_LABELS = {
+  connecting: 'connecting',
+  online: 'online',
+  reconnecting: 'reconnecting',
+  offline: 'offline',
+};
+
+const MAX_LOG_ENTRIES = 300;
+// Within this many pixels of the bottom counts as "at the bottom".
+const STICKY_SLACK_PX = 48;
+
+export class ChatView {
+  constructor() {
+    this.messages = $('messages');
+    this.list = $('message-list');
+    this.jump = $('jump');
+    this.presence = new Set();
+    this.me = '';
+    this.jump.addEventListener('click', () => this.scrollToBottom());
+    this.messages.addEventListener('scroll', () => {
+      if (this.atBottom()) this.jump.hidden = true;
+    });
+  }
+
+  start(user, channel, transport) {
+    this.me = user;
+    this.list.replaceChildren();
+    this.setPresence([]);
+    $('status-user').textContent = user;
+    $('status-channel').textContent = `#${channel}`;
+    $('status-transport').textContent = transport;
+    $('composer-input').placeholder = `Message #${channel} — Enter to send, Shift+Enter for a new line`;
+    document.title = `#${channel} · switchboard`;
+  }
+
+  setState(state) {
+    const el = $('status-state');
+    el.dataset.state = state;
+    el.textContent = STATE_LABELS[state] ?? state;
+    $('composer-send').disabled = state !== 'online';
+  }
+
+  /** Drops every shown message (the channel's history was reset). */
+  clearMessages() {
+    this.list.replaceChildren();
+  }
+
+  addMessage(message) {
+    const stick = this.atBottom();
+    const item = document.createElement('li');
+    item.className = 'message';
+    if (message.username === this.me) item.classList.add('own');
+    item.dataset.offset = String(message.offset);
+    item.dataset.username = message.username;
+
+    const meta = document.createElement('div');
+    meta.className = 'meta';
+    const user = document.createElement('span');
+    user.className = 'user';
+    user.textContent = message.username;
+    const time = document.createElement('time');
+    const when = new Date(message.time);
+    time.dateTime = message.time;
+    time.title = when.toLocaleString();
+    time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    meta.append(user, time);
+
+    const text = document.createElement('div');
+    text.className = 'text';
+    text.textContent = message.msg;
+
+    item.append(meta, text);
+    this.list.append(item);
+    if (stick || message.username === this.me) {
+      this.scrollToBottom();
+    } else {
+      this.jump.hidden = false;
+    }
+  }
+
+  /** A line from the page itself (not a chat message), e.g. a refused send. */
+  addNotice(text) {
+    const stick = this.atBottom();
+    const item = document.createElement('li');
+    item.className = 'notice';
+    item.textContent = text;
+    this.list.append(item);
+    if (stick) this.scrollToBottom();
+  }
+
+  setPresence(users) {
+    this.presence = new Set(users);
+    this.renderPresence();
+  }
+
+  join(user) {
+    this.presence.add(user);
+    this.renderPresence();
+  }
+
+  leave(user) {
+    this.presence.delete(user);
+    this.renderPresence();
+  }
+
+  renderPresence() {
+    const users = [...this.presence].sort((a, b) => a.localeCompare(b));
+    const items = users.map((name) => {
+      const item = document.createElement('li');
+      item.textContent = name;
+      item.dataset.username = name;
+      if (name === this.me) item.classList.add('me');
+      return item;
+    });
+    $('presence-list').replaceChildren(...items);
+    $('people-count').textContent = String(users.length);
+    $('status-online').textContent = `${users.length} online`;
+  }
+
+  log(text, kind = 'info') {
+    const list = $('event-log');
+    const item = document.createElement('li');
+    item.className = `log-${kind}`;
+    const time = document.createElement('time');
+    time.textContent = new Date().toLocaleTimeString([], { hour12: false });
+    const body = document.createElement('span');
+    body.textContent = text;
+    item.append(time, body);
+    list.append(item);
+    while (list.childElementCount > MAX_LOG_ENTRIES) list.firstElementChild.remove();
+    list.scrollTop = list.scrollHeight;
+  }
+
+  atBottom() {
+    const el = this.messages;
+    return el.scrollHeight - el.scrollTop - el.clientHeight <= STICKY_SLACK_PX;
+  }
+
+  scrollToBottom() {
+    this.messages.scrollTop = this.messages.scrollHeight;
+    this.jump.hidden = true;
+  }
+}

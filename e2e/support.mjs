@@ -1,0 +1,161 @@
+// Shared by the end-to-end tests: a real switchboard process and a real
+// headless Chromium.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The server binary: $SWITCHBOARD_BIN, or the debug build. */
+export const serverBinary = process.env.SWITCHBOARD_BIN ?? path.join(repo, 'target', 'debug', 'switchboard');
+
+/** Where tests leave artifacts (screenshots): target/e2e/. */
+export const artifactDir = path.join(repo, 'target', 'e2e');
+mkdirSync(artifactDir, { recursive: true });
+
+const STARTUP_TIMEOUT_MS = 15000;
+
+/** A switchboard process over its own data directory; restartable on the same port. */
+export class Server {
+  constructor(extraArgs = []) {
+    this.dataDir = mkdtempSync(path.join(tmpdir(), 'switchboard-e2e-'));
+    this.extraArgs = extraArgs;
+    this.address = null;
+    this.child = null;
+  }
+
+  static async start(extraArgs = []) {
+    const server = new Server(extraArgs);
+    await server.spawn('127.0.0.1:0');
+    return server;
+  }
+
+  get url() {
+    return `http://${this.address}`;
+  }
+
+  async spawn(listen) {
+    const args = ['--listen', listen, '--data-dir', this.dataDir, ...this.extraArgs];
+    const child = spawn(serverBinary, args, {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn,switchboard_server::server=info' },
+    });
+    this.child = child;
+    this.address = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('server did not report its address')), STARTUP_TIMEOUT_MS);
+      let seen = '';
+      child.stdout.on('data', (chunk) => {
+        seen += chunk.toString();
+        const found = /listening on http:\/\/(\S+)/.exec(seen);
+        if (found) {
+          clearTimeout(timer);
+          resolve(found[1]);
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`server exited with ${code} before listening`));
+      });
+    });
+    // Keep draining its output so the pipe never fills.
+    child.stdout.resume();
+  }
+
+  /** Kills the process outright (no graceful close), as a crash would. */
+  async kill() {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Starts again on the same address and data directory. */
+  async restart() {
+    await this.spawn(this.address);
+  }
+
+  async stop() {
+    await this.kill();
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Debian's Chromium, headless, kept off every network but loopback. */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/** A fresh channel name per test, so tests never see each other's messages. */
+export function uniqueChannel(prefix) {
+  return `${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+/** Opens the chat page in a new browser context and joins as `nickname`. */
+export async function openChat(browser, server, nickname, channel, { viewport } = {}) {
+  const context = await browser.newContext({ viewport: viewport ?? { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  page.dialogs = [];
+  page.on('dialog', async (dialog) => {
+    page.dialogs.push(dialog.message());
+    await dialog.dismiss();
+  });
+  page.pageErrors = [];
+  page.on('pageerror', (error) => page.pageErrors.push(error.message));
+  await page.goto(`${server.url}/#${channel}`);
+  await page.fill('#join-nickname', nickname);
+  await page.click('#join-form button[type=submit]');
+  await waitForState(page, 'online');
+  return page;
+}
+
+export function waitForState(page, state, timeout = 15000) {
+  return page.waitForSelector(`#status-state[data-state="${state}"]`, { timeout });
+}
+
+/** Types `text` into the composer and presses Enter. */
+export async function say(page, text) {
+  await page.fill('#composer-input', text);
+  await page.press('#composer-input', 'Enter');
+}
+
+/** Waits until a message with exactly `text` is on screen. */
+export async function waitForMessage(page, text, timeout = 10000) {
+  await page.waitForFunction(
+    (wanted) => [...document.querySelectorAll('#message-list .message .text')].some((el) => el.textContent === wanted),
+    text,
+    { timeout },
+  );
+}
+
+/** The messages on screen, in order: {offset, username, text, own}. */
+export function shownMessages(page) {
+  return page.$$eval('#message-list .message', (items) =>
+    items.map((item) => ({
+      offset: Number(item.dataset.offset),
+      username: item.querySelector('.user').textContent,
+      text: item.querySelector('.text').textContent,
+      own: item.classList.contains('own'),
+    })),
+  );
+}
+
+export function shownPresence(page) {
+  return page.$$eval('#presence-list li', (items) => items.map((item) => item.dataset.username));
+}
