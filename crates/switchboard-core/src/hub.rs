@@ -19,7 +19,7 @@ use crate::broker::{ChannelEvent, EventSink};
 use crate::channel::ChannelName;
 use crate::outbox::{Outbox, PushError};
 use crate::user::Username;
-use crate::wire::{FrameEncoder, SharedFrame};
+use crate::wire::{EventKind, SharedFrame, Wire};
 
 /// A process-unique connection number.
 pub type ConnectionId = u64;
@@ -30,7 +30,11 @@ pub struct SubscriberHandle {
     pub id: ConnectionId,
     pub username: Username,
     pub outbox: Arc<Outbox>,
-    pub encoder: FrameEncoder,
+    pub wire: Wire,
+    /// Whether the connection counts in presence (and hears about others'
+    /// comings and goings as someone who is there). Anonymous listeners,
+    /// such as an SSE stream without `user`, do not.
+    pub in_presence: bool,
 }
 
 /// The result of adding a subscriber.
@@ -116,7 +120,7 @@ impl Hub {
         let mut shard = self.shard(channel).lock();
         let state = shard.entry(channel.clone()).or_default();
         let id = handle.id;
-        let username = handle.username.clone();
+        let username = handle.in_presence.then(|| handle.username.clone());
         match state.subscribers.entry(id) {
             Entry::Occupied(_) => return Err(SubscribeError::AlreadySubscribed),
             Entry::Vacant(slot) => {
@@ -126,10 +130,13 @@ impl Hub {
                 });
             }
         }
-        let count = state.presence.entry(username).or_insert(0);
-        *count += 1;
+        let first_for_user = username.is_some_and(|username| {
+            let count = state.presence.entry(username).or_insert(0);
+            *count += 1;
+            *count == 1
+        });
         Ok(Joined {
-            first_for_user: *count == 1,
+            first_for_user,
             presence: sorted_names(&state.presence),
         })
     }
@@ -152,7 +159,7 @@ impl Hub {
             if held.offset.is_some_and(|offset| offset <= delivered_up_to) {
                 continue;
             }
-            if !push_or_close(&handle.outbox, held.frame.frame_for(&handle.encoder)) {
+            if !push_or_close(&handle.outbox, held.frame.frame_for(&handle.wire)) {
                 break;
             }
         }
@@ -166,6 +173,7 @@ impl Hub {
         let removed = state.subscribers.remove(&id)?;
         let username = removed.handle.username;
         let left = match state.presence.get_mut(&username) {
+            _ if !removed.handle.in_presence => None,
             Some(count) if *count > 1 => {
                 *count -= 1;
                 None
@@ -204,18 +212,24 @@ impl Hub {
     fn fan_out(
         &self,
         channel: &ChannelName,
-        offset: Option<u64>,
+        kind: EventKind,
         about: Option<&Username>,
         json: String,
     ) {
-        let frame = Arc::new(SharedFrame::new(json));
+        let offset = match kind {
+            EventKind::Message { offset } => Some(offset),
+            _ => None,
+        };
+        let frame = Arc::new(SharedFrame::new(channel.clone(), kind, json));
         let mut shard = self.shard(channel).lock();
         let Some(state) = shard.get_mut(channel) else {
             return;
         };
         for subscriber in state.subscribers.values_mut() {
             // Nobody is told about their own arrival or departure.
-            if about.is_some_and(|name| *name == subscriber.handle.username) {
+            if about.is_some_and(|name| {
+                subscriber.handle.in_presence && *name == subscriber.handle.username
+            }) {
                 continue;
             }
             let handle = &subscriber.handle;
@@ -232,7 +246,7 @@ impl Hub {
                     }
                 }
                 None => {
-                    push_or_close(&handle.outbox, frame.frame_for(&handle.encoder));
+                    push_or_close(&handle.outbox, frame.frame_for(&handle.wire));
                 }
             }
         }
@@ -266,7 +280,10 @@ impl EventSink for Hub {
                 publication,
             } => {
                 let json = ServerMessage::Message(&publication).to_json();
-                self.fan_out(&channel, Some(publication.offset), None, json);
+                let kind = EventKind::Message {
+                    offset: publication.offset,
+                };
+                self.fan_out(&channel, kind, None, json);
             }
             ChannelEvent::Join { channel, username } => {
                 let json = ServerMessage::Join {
@@ -274,7 +291,7 @@ impl EventSink for Hub {
                     username: username.as_str(),
                 }
                 .to_json();
-                self.fan_out(&channel, None, Some(&username), json);
+                self.fan_out(&channel, EventKind::Join, Some(&username), json);
             }
             ChannelEvent::Leave { channel, username } => {
                 let json = ServerMessage::Leave {
@@ -282,7 +299,7 @@ impl EventSink for Hub {
                     username: username.as_str(),
                 }
                 .to_json();
-                self.fan_out(&channel, None, Some(&username), json);
+                self.fan_out(&channel, EventKind::Leave, Some(&username), json);
             }
         }
     }

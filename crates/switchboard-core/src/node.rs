@@ -14,17 +14,19 @@ use std::time::Duration;
 use switchboard_proto::Publication;
 use switchboard_proto::message::now_millis;
 use switchboard_proto::native::{RequestId, ServerMessage};
+use switchboard_proto::sse;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{Broker, ChannelEvent, MemoryBroker};
 use crate::channel::ChannelName;
 use crate::history::{
     HistoryError, HistoryPage, HistoryQuery, HistoryStore, NewMessage, Retention, SqliteHistory,
+    StreamPosition,
 };
 use crate::hub::{ConnectionId, Hub, SubscribeError, SubscriberHandle, push_or_close};
 use crate::outbox::PushError;
 use crate::user::Username;
-use crate::wire::SharedFrame;
+use crate::wire::{EventKind, SharedFrame};
 
 /// Node settings; every one has a flag in the server.
 #[derive(Debug, Clone)]
@@ -91,7 +93,7 @@ impl AckTarget {
                     channel: &publication.channel,
                     offset: publication.offset,
                 };
-                let frame = subscriber.encoder.encode_text(&ack.to_json());
+                let frame = subscriber.wire.encode_text(&ack.to_json());
                 push_or_close(&subscriber.outbox, frame);
             }
             AckTarget::Reply(reply) => {
@@ -110,7 +112,7 @@ impl AckTarget {
                 };
                 push_or_close(
                     &subscriber.outbox,
-                    subscriber.encoder.encode_text(&message.to_json()),
+                    subscriber.wire.encode_text(&message.to_json()),
                 );
             }
             AckTarget::Reply(reply) => {
@@ -125,6 +127,55 @@ impl AckTarget {
 struct AppendRequest {
     message: NewMessage,
     ack: AckTarget,
+}
+
+/// What a new subscription sends before its replay.
+#[derive(Debug)]
+pub enum Greeting {
+    /// The native protocol: a `subscribed` reply. A `since` from another
+    /// `epoch` replays everything retained.
+    Subscribed {
+        id: Option<RequestId>,
+        epoch: Option<String>,
+        presence: Vec<String>,
+    },
+    /// An event stream (SSE): the presence list as an event, and an
+    /// `event: reset` when the resume point is no longer in history (trimmed,
+    /// or beyond the latest offset because the channel was reset).
+    EventStream { presence: Vec<String> },
+}
+
+/// The `reset` event for a stream resuming after `since` whose first page
+/// of history is `page`, if messages after `since` are missing from it.
+fn reset_event(
+    subscriber: &SubscriberHandle,
+    channel: &ChannelName,
+    since: u64,
+    page: &HistoryPage,
+    position: &StreamPosition,
+) -> Option<bytes::Bytes> {
+    let first_offset = page
+        .messages
+        .first()
+        .map_or(position.offset + 1, |m| m.offset);
+    let beyond_latest = since > position.offset;
+    if first_offset <= since + 1 && !beyond_latest {
+        return None;
+    }
+    let reset = sse::Reset {
+        kind: "reset",
+        channel: channel.as_str(),
+        since,
+        first_offset,
+        last_offset: position.offset,
+        epoch: &position.epoch,
+    };
+    let json = serde_json::to_string(&reset).expect("serializes");
+    Some(
+        subscriber
+            .wire
+            .encode_event(channel, EventKind::Reset, json),
+    )
 }
 
 /// A channel as `GET /api/channels` lists it.
@@ -236,69 +287,118 @@ impl Node {
         Ok(joined.presence)
     }
 
-    /// Completes a [`Node::join`]: `subscribed`, then (with `since`) every
+    /// Completes a [`Node::join`]: the greeting, then (with `since`) every
     /// stored message after it, then live messages — no gap, no duplicate.
     pub async fn catch_up(
         &self,
         subscriber: SubscriberHandle,
         channel: ChannelName,
         since: Option<u64>,
-        epoch: Option<String>,
-        id: Option<RequestId>,
-        presence: Vec<String>,
+        greeting: Greeting,
     ) -> Result<(), NodeError> {
-        self.replay_and_go_live(&subscriber, &channel, since, epoch, id, &presence)
-            .await
+        let position = self.history.position(&channel).await?;
+        let outbox = &subscriber.outbox;
+        // For an event stream, the offset the client asked for (`reset`
+        // reports it); `since` becomes where the replay starts.
+        let (since, requested) = match greeting {
+            Greeting::Subscribed {
+                id,
+                epoch,
+                presence,
+            } => {
+                let subscribed = ServerMessage::Subscribed {
+                    channel: channel.as_str(),
+                    epoch: &position.epoch,
+                    offset: position.offset,
+                    presence: &presence,
+                    id: id.as_ref(),
+                };
+                outbox
+                    .push_when_room(subscriber.wire.encode_text(&subscribed.to_json()))
+                    .await?;
+                // An offset from another epoch means nothing: replay everything kept.
+                let since = match (since, epoch) {
+                    (Some(_), Some(epoch)) if epoch != position.epoch => Some(0),
+                    (since, _) => since.map(|s| s.min(position.offset)),
+                };
+                (since, None)
+            }
+            Greeting::EventStream { presence } => {
+                let event = sse::Presence {
+                    kind: "presence",
+                    channel: channel.as_str(),
+                    users: &presence,
+                };
+                let json = serde_json::to_string(&event).expect("serializes");
+                outbox
+                    .push_when_room(subscriber.wire.encode_event(
+                        &channel,
+                        EventKind::Presence,
+                        json,
+                    ))
+                    .await?;
+                // Beyond the latest offset: the channel was reset since the
+                // client was here; everything retained is new to it.
+                let start = since.map(|s| if s > position.offset { 0 } else { s });
+                (start, since)
+            }
+        };
+        let mut delivered = position.offset;
+        if let Some(since) = since {
+            let replayed = self
+                .replay(
+                    &subscriber,
+                    &channel,
+                    since,
+                    requested.map(|r| (r, &position)),
+                )
+                .await?;
+            delivered = delivered.max(replayed);
+        }
+        self.hub.go_live(&channel, subscriber.id, delivered);
+        Ok(())
     }
 
-    async fn replay_and_go_live(
+    /// Sends every stored message after `since`; returns the last offset
+    /// sent (or `since`). With `resume` (the offset a stream asked for, and
+    /// the channel's position), a resume point that history no longer
+    /// covers is announced first with `event: reset`.
+    async fn replay(
         &self,
         subscriber: &SubscriberHandle,
         channel: &ChannelName,
-        since: Option<u64>,
-        epoch: Option<String>,
-        id: Option<RequestId>,
-        presence: &[String],
-    ) -> Result<(), NodeError> {
-        let position = self.history.position(channel).await?;
-        // An offset from another epoch means nothing: replay everything kept.
-        let since = match (since, epoch) {
-            (Some(_), Some(epoch)) if epoch != position.epoch => Some(0),
-            (since, _) => since.map(|s| s.min(position.offset)),
-        };
-        let subscribed = ServerMessage::Subscribed {
-            channel: channel.as_str(),
-            epoch: &position.epoch,
-            offset: position.offset,
-            presence,
-            id: id.as_ref(),
-        };
+        since: u64,
+        resume: Option<(u64, &StreamPosition)>,
+    ) -> Result<u64, NodeError> {
         let outbox = &subscriber.outbox;
-        outbox
-            .push_when_room(subscriber.encoder.encode_text(&subscribed.to_json()))
-            .await?;
-        let mut delivered = position.offset;
-        if let Some(mut cursor) = since {
-            loop {
-                let page = self
-                    .history
-                    .read(channel, HistoryQuery::Since(cursor), REPLAY_PAGE)
-                    .await?;
-                for message in &page.messages {
-                    let frame = SharedFrame::new(ServerMessage::Message(message).to_json());
-                    outbox
-                        .push_when_room(frame.frame_for(&subscriber.encoder))
-                        .await?;
-                    cursor = message.offset;
-                }
-                if page.messages.len() < REPLAY_PAGE {
-                    break;
-                }
+        let mut cursor = since;
+        let mut first_page = true;
+        loop {
+            let page = self
+                .history
+                .read(channel, HistoryQuery::Since(cursor), REPLAY_PAGE)
+                .await?;
+            if let Some((requested, position)) = resume.filter(|_| first_page)
+                && let Some(reset) = reset_event(subscriber, channel, requested, &page, position)
+            {
+                outbox.push_when_room(reset).await?;
             }
-            delivered = delivered.max(cursor);
+            first_page = false;
+            for message in &page.messages {
+                let kind = EventKind::Message {
+                    offset: message.offset,
+                };
+                let json = ServerMessage::Message(message).to_json();
+                let frame = SharedFrame::new(channel.clone(), kind, json);
+                outbox
+                    .push_when_room(frame.frame_for(&subscriber.wire))
+                    .await?;
+                cursor = message.offset;
+            }
+            if page.messages.len() < REPLAY_PAGE {
+                return Ok(cursor);
+            }
         }
-        self.hub.go_live(channel, subscriber.id, delivered);
-        Ok(())
     }
 
     /// Ends one subscription, announcing a `leave` if it was the user's last.
@@ -309,6 +409,11 @@ impl Node {
                 username,
             });
         }
+    }
+
+    /// A channel's epoch and latest offset.
+    pub async fn position(&self, channel: &ChannelName) -> Result<StreamPosition, HistoryError> {
+        self.history.position(channel).await
     }
 
     pub async fn history(

@@ -33,7 +33,8 @@ pub struct Outbox {
     waker: AtomicWaker,
     /// Most bytes [`Outbox::try_push`] lets wait here.
     max_bytes: usize,
-    /// Wakes [`Outbox::push_when_room`] once the connection takes frames.
+    /// Wakes [`Outbox::push_when_room`] once the connection takes frames,
+    /// and [`Outbox::closing`] on a close.
     room: Notify,
     /// Set while someone waits on `room`, so draining costs nothing otherwise.
     waiting_for_room: AtomicBool,
@@ -113,6 +114,21 @@ impl Outbox {
         state.close = Some(frame);
         drop(state);
         self.waker.wake();
+        // Frees replays waiting for room, and wakes `closing`.
+        self.room.notify_waiters();
+    }
+
+    /// Resolves once a close has been requested or the connection has ended.
+    pub async fn closing(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Moves every queued frame to the back of `into`; `Pending` (with the

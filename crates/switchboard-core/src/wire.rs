@@ -1,11 +1,75 @@
-//! Encoding server messages into WebSocket frames, once per message and
-//! frame variant, shared by every subscriber that needs that variant.
+//! Encoding server messages for the wire, once per message and variant
+//! (WebSocket plain or deflated per window; SSE with either id style),
+//! shared by every subscriber that needs that variant.
 
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use switchboard_proto::sse;
 use switchboard_ws::deflate::{self, DeflateParams};
 use switchboard_ws::frame::{self, OpCode};
+
+use crate::channel::ChannelName;
+
+/// How one subscriber's connection frames what it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    WebSocket(FrameEncoder),
+    /// Server-Sent Events (`GET /sse`).
+    EventStream(EventIds),
+}
+
+/// How an SSE stream writes message ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventIds {
+    /// `id: 42`: the stream follows one channel.
+    Offset,
+    /// `id: lobby:42`: the stream follows several.
+    ChannelAndOffset,
+}
+
+/// What a frame carries: transports that label events outside the JSON
+/// (SSE's `id:` and `event:`) need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Message { offset: u64 },
+    Join,
+    Leave,
+    Presence,
+    Reset,
+}
+
+impl EventKind {
+    /// The SSE `event:` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Message { .. } => "message",
+            EventKind::Join => "join",
+            EventKind::Leave => "leave",
+            EventKind::Presence => "presence",
+            EventKind::Reset => "reset",
+        }
+    }
+}
+
+impl Wire {
+    /// A frame for this connection alone (replies such as `ack`).
+    pub fn encode_text(&self, json: &str) -> Bytes {
+        match self {
+            Wire::WebSocket(encoder) => encoder.encode_text(json),
+            Wire::EventStream(_) => {
+                let mut out = String::with_capacity(json.len() + 8);
+                sse::event(&mut out, None, None, json);
+                Bytes::from(out)
+            }
+        }
+    }
+
+    /// One event about `channel` for this connection alone.
+    pub fn encode_event(&self, channel: &ChannelName, kind: EventKind, json: String) -> Bytes {
+        SharedFrame::new(channel.clone(), kind, json).frame_for(self)
+    }
+}
 
 /// How one connection wants its frames: plain, or deflated with its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,43 +122,73 @@ impl FrameEncoder {
     }
 }
 
-/// A text message to many connections: its JSON once, and each frame
-/// variant (plain, or deflated per window size) built the first time a
-/// subscriber needs it, then shared.
+/// An event to many connections: its JSON once, and each wire variant
+/// (WebSocket plain or deflated per window size, SSE per id style) built the
+/// first time a subscriber needs it, then shared.
 #[derive(Debug)]
 pub struct SharedFrame {
-    json: Bytes,
+    json: String,
+    channel: ChannelName,
+    kind: EventKind,
     plain: OnceLock<Bytes>,
     /// Indexed by window bits 8..=15.
     deflated: [OnceLock<Bytes>; 8],
+    /// Indexed by [`EventIds`] as usize.
+    events: [OnceLock<Bytes>; 2],
 }
 
 impl SharedFrame {
-    pub fn new(json: impl Into<Bytes>) -> Self {
+    pub fn new(channel: ChannelName, kind: EventKind, json: String) -> Self {
         SharedFrame {
-            json: json.into(),
+            json,
+            channel,
+            kind,
             plain: OnceLock::new(),
             deflated: Default::default(),
+            events: Default::default(),
         }
     }
 
-    /// The message's JSON text.
-    pub fn json(&self) -> &Bytes {
+    /// The event's JSON text.
+    pub fn json(&self) -> &str {
         &self.json
     }
 
-    /// The frame for a connection using `encoder`: a cheap clone of shared bytes.
-    pub fn frame_for(&self, encoder: &FrameEncoder) -> Bytes {
+    /// The bytes for a connection using `wire`: a cheap clone of shared bytes.
+    pub fn frame_for(&self, wire: &Wire) -> Bytes {
+        match wire {
+            Wire::WebSocket(encoder) => self.websocket_frame(encoder),
+            Wire::EventStream(ids) => self.events[*ids as usize]
+                .get_or_init(|| self.encode_event(*ids))
+                .clone(),
+        }
+    }
+
+    fn encode_event(&self, ids: EventIds) -> Bytes {
+        let id = match (self.kind, ids) {
+            (EventKind::Message { offset }, EventIds::Offset) => Some(offset.to_string()),
+            (EventKind::Message { offset }, EventIds::ChannelAndOffset) => {
+                Some(format!("{}:{offset}", self.channel.as_str()))
+            }
+            _ => None,
+        };
+        let mut out = String::with_capacity(self.json.len() + 48);
+        sse::event(&mut out, id.as_deref(), Some(self.kind.name()), &self.json);
+        Bytes::from(out)
+    }
+
+    fn websocket_frame(&self, encoder: &FrameEncoder) -> Bytes {
         match encoder.deflate_window(self.json.len()) {
             None => self
                 .plain
-                .get_or_init(|| frame::encode(OpCode::Text, false, &self.json))
+                .get_or_init(|| frame::encode(OpCode::Text, false, self.json.as_bytes()))
                 .clone(),
             Some(params) => {
                 let slot = usize::from(params.server_max_window_bits.clamp(8, 15) - 8);
                 self.deflated[slot]
                     .get_or_init(|| {
-                        let compressed = deflate::compress(&self.json, params, encoder.level);
+                        let compressed =
+                            deflate::compress(self.json.as_bytes(), params, encoder.level);
                         frame::encode(OpCode::Text, true, &compressed)
                     })
                     .clone()
@@ -107,11 +201,23 @@ impl SharedFrame {
 mod tests {
     use super::*;
 
+    fn lobby() -> ChannelName {
+        ChannelName::parse("lobby").unwrap()
+    }
+
+    fn message(json: impl Into<String>) -> SharedFrame {
+        SharedFrame::new(lobby(), EventKind::Message { offset: 7 }, json.into())
+    }
+
+    fn ws(encoder: FrameEncoder) -> Wire {
+        Wire::WebSocket(encoder)
+    }
+
     #[test]
     fn plain_subscribers_share_one_buffer() {
-        let shared = SharedFrame::new(r#"{"type":"message"}"#);
-        let a = shared.frame_for(&FrameEncoder::plain());
-        let b = shared.frame_for(&FrameEncoder::plain());
+        let shared = message(r#"{"type":"message"}"#);
+        let a = shared.frame_for(&ws(FrameEncoder::plain()));
+        let b = shared.frame_for(&ws(FrameEncoder::plain()));
         assert_eq!(a.as_ptr(), b.as_ptr());
         assert_eq!(&a[2..], br#"{"type":"message"}"#);
     }
@@ -119,20 +225,37 @@ mod tests {
     #[test]
     fn deflate_subscribers_share_one_compressed_buffer_per_window() {
         let json = format!(r#"{{"msg":"{}"}}"#, "ha".repeat(200));
-        let shared = SharedFrame::new(json.clone());
+        let shared = message(json.clone());
         let params = |bits| DeflateParams {
             server_max_window_bits: bits,
         };
-        let wide = FrameEncoder::new(Some(params(15)), 16, 6);
+        let wide = ws(FrameEncoder::new(Some(params(15)), 16, 6));
         let a = shared.frame_for(&wide);
         let b = shared.frame_for(&wide);
         assert_eq!(a.as_ptr(), b.as_ptr());
         assert_eq!(a[0], 0xC1, "FIN + RSV1 + text");
         assert!(a.len() < json.len() / 4);
-        let narrow = shared.frame_for(&FrameEncoder::new(Some(params(9)), 16, 6));
+        let narrow = shared.frame_for(&ws(FrameEncoder::new(Some(params(9)), 16, 6)));
         assert_ne!(a.as_ptr(), narrow.as_ptr());
         // Below the threshold the plain frame is used.
-        let tiny = SharedFrame::new("{}");
+        let tiny = message("{}");
         assert_eq!(tiny.frame_for(&wide)[0], 0x81);
+    }
+
+    #[test]
+    fn event_stream_subscribers_share_one_event_per_id_style() {
+        let shared = message(r#"{"type":"message"}"#);
+        let single = Wire::EventStream(EventIds::Offset);
+        let a = shared.frame_for(&single);
+        assert_eq!(a.as_ptr(), shared.frame_for(&single).as_ptr());
+        assert_eq!(
+            &a[..],
+            b"id: 7\nevent: message\ndata: {\"type\":\"message\"}\n\n"
+        );
+        let many = shared.frame_for(&Wire::EventStream(EventIds::ChannelAndOffset));
+        assert!(many.starts_with(b"id: lobby:7\nevent: message\n"));
+        // Presence events carry no id: they are not a resume point.
+        let join = SharedFrame::new(lobby(), EventKind::Join, "{}".into());
+        assert_eq!(&join.frame_for(&single)[..], b"event: join\ndata: {}\n\n");
     }
 }

@@ -90,6 +90,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_DEFLATE_LEVEL", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub deflate_level: u32,
 
+    /// The `retry:` an SSE stream announces: how long `EventSource` waits
+    /// before reconnecting.
+    #[arg(long, env = "SWITCHBOARD_SSE_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub sse_retry: Duration,
+
+    /// How long an SSE stream may stay silent before a `: ping` comment
+    /// keeps proxies from closing it.
+    #[arg(long, env = "SWITCHBOARD_SSE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub sse_heartbeat: Duration,
+
     /// After sending a close frame, how long to wait for the peer to finish
     /// the close handshake before dropping the TCP connection.
     #[arg(long, env = "SWITCHBOARD_CLOSE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]

@@ -109,6 +109,18 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// Lets a handler drop its whole HTTP connection: a streaming response
+/// whose client stopped reading never gets polled again, so it cannot end
+/// itself (see `transport::sse`).
+#[derive(Debug, Clone, Default)]
+pub struct AbortConnection(CancellationToken);
+
+impl AbortConnection {
+    pub fn abort(&self) {
+        self.0.cancel();
+    }
+}
+
 /// Serves one HTTP/1.1 connection; a WebSocket upgrade leaves it and carries
 /// on in its own task.
 async fn serve_http(
@@ -120,8 +132,11 @@ async fn serve_http(
 ) {
     // Small frames go out at once; batching happens in our write queue.
     let _ = stream.set_nodelay(true);
+    let abort = AbortConnection::default();
+    let service_abort = abort.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(service_abort.clone());
         router.clone().call(request)
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -130,11 +145,17 @@ async fn serve_http(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
+    let aborted = abort.0.cancelled();
+    tokio::pin!(aborted);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        () = aborted.as_mut() => return,
         () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = aborted => return,
+            }
         }
     };
     if let Err(e) = result {

@@ -1,13 +1,16 @@
 //! The JSON HTTP API over channels.
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchboard_core::ChannelName;
 use switchboard_core::history::HistoryQuery;
+use switchboard_core::node::{AckTarget, PublishError};
+use switchboard_core::{ChannelName, Username};
+use switchboard_proto::message::format_time;
+use tokio::sync::oneshot;
 
 use super::ApiError;
 use crate::app::AppState;
@@ -53,6 +56,95 @@ pub async fn channel_messages(
         "epoch": page.epoch,
         "messages": page.messages,
     })))
+}
+
+/// The body of `POST /api/channels/{channel}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    username: String,
+    msg: String,
+}
+
+/// `POST /api/channels/{channel}/messages`: stores a message, delivers it to
+/// every subscriber on every transport, and answers `201` once it is durable.
+pub async fn publish_message(
+    State(state): State<AppState>,
+    channel: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Json<PublishBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let channel = channel_name(channel)?;
+    let Json(body) = body.map_err(json_error)?;
+    let username = Username::parse(&body.username)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_username", e.to_string()))?;
+    authorize_publish(&headers, &channel, &username)?;
+    let (reply, stored) = oneshot::channel();
+    state
+        .node
+        .publish(channel, username, body.msg, AckTarget::Reply(reply))
+        .map_err(publish_error)?;
+    let publication = stored
+        .await
+        .map_err(|_| ApiError::internal("the store stopped before answering"))?
+        .map_err(publish_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "channel": publication.channel,
+            "offset": publication.offset,
+            "time": format_time(publication.time),
+        })),
+    ))
+}
+
+/// Who may publish over HTTP. Everyone, until authentication exists: this
+/// is where a token in `headers` will be checked against the channel and
+/// the username it claims.
+fn authorize_publish(
+    _headers: &HeaderMap,
+    _channel: &ChannelName,
+    _username: &Username,
+) -> Result<(), ApiError> {
+    Ok(())
+}
+
+/// Largest `POST …/messages` body: a `msg` of `max_msg_bytes`, even if every
+/// character were escaped as `\uXXXX`, plus room for the rest.
+pub fn publish_body_limit(max_msg_bytes: usize) -> usize {
+    max_msg_bytes.saturating_mul(6).saturating_add(4096)
+}
+
+fn json_error(rejection: JsonRejection) -> ApiError {
+    let message = rejection.body_text();
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+        }
+        JsonRejection::JsonDataError(_) => ApiError::bad_request(message),
+        rejection if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        }
+        _ => ApiError::bad_request(message),
+    }
+}
+
+fn publish_error(e: PublishError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        PublishError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "message_too_large", message)
+        }
+        PublishError::Overloaded => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+        }
+        PublishError::Storage(_) => storage_error(message),
+    }
 }
 
 /// `GET /api/channels/{channel}/presence`: usernames online.

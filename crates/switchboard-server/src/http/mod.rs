@@ -9,6 +9,7 @@ pub use document_root::DocumentRoot;
 pub use error::ApiError;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -19,8 +20,9 @@ use switchboard_core::{ChannelName, Username};
 
 use crate::app::AppState;
 use crate::echo::Echo;
+use crate::server::AbortConnection;
 use crate::transport::native::{ChatSession, RateLimit};
-use crate::transport::websocket;
+use crate::transport::{sse, websocket};
 
 /// Every route the server answers.
 pub fn router(state: AppState) -> Router {
@@ -31,10 +33,15 @@ pub fn router(state: AppState) -> Router {
         .route("/echo", get(echo))
         .route("/ws", get(native_ws))
         .route("/ws/{user}", get(native_ws_named))
+        .route("/sse", get(event_stream))
         .route("/api/channels", get(api::list_channels))
         .route(
             "/api/channels/{channel}/messages",
-            get(api::channel_messages),
+            get(api::channel_messages)
+                .post(api::publish_message)
+                .layer(DefaultBodyLimit::max(api::publish_body_limit(
+                    state.config.max_msg_bytes,
+                ))),
         )
         .route(
             "/api/channels/{channel}/presence",
@@ -72,6 +79,16 @@ async fn static_file(State(state): State<AppState>, request: Request) -> Respons
             .await
             .into_response(),
     }
+}
+
+/// `GET /sse`: Server-Sent Events for one or more channels.
+async fn event_stream(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let stream = sse::StreamRequest::parse(request.uri().query().unwrap_or(""), request.headers())?;
+    let abort = request.extensions().get::<AbortConnection>().cloned();
+    sse::open(&state, stream, abort).await
 }
 
 async fn echo(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {

@@ -2,4 +2,5 @@
 //! protocol into calls on the node and knows nothing of the others.
 
 pub mod native;
+pub mod sse;
 pub mod websocket;

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::hub::{SubscribeError, SubscriberHandle};
-use switchboard_core::node::{AckTarget, PublishError};
+use switchboard_core::node::{AckTarget, Greeting, PublishError};
+use switchboard_core::wire::Wire;
 use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::native::{
     ErrorCode, Inbound, Request, RequestError, RequestId, ServerMessage, parse_inbound,
@@ -49,16 +50,15 @@ impl ChatSession {
             id: connection.id,
             username,
             outbox: connection.outbox,
-            encoder: connection.encoder,
+            wire: Wire::WebSocket(connection.encoder),
+            in_presence: true,
         };
         let welcome = ServerMessage::Welcome {
             username: me.username.as_str(),
             connection_id: me.id,
             server_version: SERVER_VERSION,
         };
-        let _ = me
-            .outbox
-            .try_push(me.encoder.encode_text(&welcome.to_json()));
+        let _ = me.outbox.try_push(me.wire.encode_text(&welcome.to_json()));
         let mut session = ChatSession {
             node,
             me,
@@ -157,9 +157,11 @@ impl ChatSession {
                     me.clone(),
                     channel.clone(),
                     since,
-                    epoch,
-                    id.clone(),
-                    presence,
+                    Greeting::Subscribed {
+                        id: id.clone(),
+                        epoch,
+                        presence,
+                    },
                 )
                 .await;
             if let Err(e) = result {
@@ -218,7 +220,7 @@ impl ChatSession {
                     };
                     let _ = me
                         .outbox
-                        .push_when_room(me.encoder.encode_text(&reply.to_json()))
+                        .push_when_room(me.wire.encode_text(&reply.to_json()))
                         .await;
                 }
                 Err(e) => send_error(&me, ErrorCode::Internal, &e.to_string(), id.as_ref()),
@@ -307,9 +309,7 @@ pub fn history_limit(limit: Option<usize>) -> Result<usize, String> {
 
 fn send_error(me: &SubscriberHandle, code: ErrorCode, reason: &str, id: Option<&RequestId>) {
     let message = ServerMessage::Error { code, reason, id };
-    let _ = me
-        .outbox
-        .try_push(me.encoder.encode_text(&message.to_json()));
+    let _ = me.outbox.try_push(me.wire.encode_text(&message.to_json()));
 }
 
 /// A token bucket: `rate` per second on average, `burst` at once.

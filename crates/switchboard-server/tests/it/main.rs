@@ -9,4 +9,5 @@ mod handshake;
 mod keepalive;
 mod protocol;
 mod shutdown;
+mod sse;
 mod static_files;

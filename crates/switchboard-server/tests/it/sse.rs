@@ -1,0 +1,684 @@
+//! `GET /sse` and `POST /api/channels/{channel}/messages`, over reqwest, with
+//! an event-stream parser written from the HTML standard's rules.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{ChatClient, TestServer, WAIT, get_json};
+
+/// One dispatched event, as `EventSource` would see it.
+#[derive(Debug, Clone)]
+struct Event {
+    /// `event:` (default `message`).
+    name: String,
+    data: String,
+    /// The stream's last event id when this event was dispatched.
+    last_event_id: String,
+}
+
+impl Event {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
+    }
+}
+
+/// An event-stream reader: splits lines on CR, LF or CRLF; `field: value`
+/// with one optional space removed; `:` lines are comments; a blank line
+/// dispatches the event if it has data; `id` updates the last event id
+/// even for blocks that dispatch nothing.
+struct SseClient {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: Vec<u8>,
+    last_event_id: String,
+    retry: Option<u64>,
+    comments: Vec<String>,
+    pending: VecDeque<Event>,
+    // The event being built.
+    name: String,
+    data: Vec<String>,
+}
+
+impl SseClient {
+    async fn connect(addr: SocketAddr, query: &str) -> SseClient {
+        SseClient::connect_with(addr, query, None).await
+    }
+
+    async fn connect_with(addr: SocketAddr, query: &str, last_event_id: Option<&str>) -> SseClient {
+        let mut request = reqwest::Client::new().get(format!("http://{addr}/sse?{query}"));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        SseClient {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes_stream().boxed(),
+            buffer: Vec::new(),
+            last_event_id: String::new(),
+            retry: None,
+            comments: Vec::new(),
+            pending: VecDeque::new(),
+            name: String::new(),
+            data: Vec::new(),
+        }
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .to_str()
+            .unwrap()
+    }
+
+    /// The next event, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let chunk = tokio::time::timeout(WAIT, self.body.next())
+                .await
+                .expect("no event in time");
+            match chunk {
+                Some(Ok(bytes)) => self.feed(&bytes),
+                Some(Err(e)) => panic!("stream error: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    async fn expect(&mut self) -> Event {
+        self.next().await.expect("the stream ended")
+    }
+
+    /// The next event named `name`, skipping others.
+    async fn next_named(&mut self, name: &str) -> Event {
+        loop {
+            let event = self.expect().await;
+            if event.name == name {
+                return event;
+            }
+        }
+    }
+
+    /// The next `count` message events.
+    async fn messages(&mut self, count: usize) -> Vec<Event> {
+        let mut events = Vec::with_capacity(count);
+        while events.len() < count {
+            events.push(self.next_named("message").await);
+        }
+        events
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let line = String::from_utf8(self.buffer[..end].to_vec()).unwrap();
+            let crlf = self.buffer[end] == b'\r' && self.buffer.get(end + 1) == Some(&b'\n');
+            if self.buffer[end] == b'\r' && end + 1 == self.buffer.len() {
+                break; // might be a CRLF split across chunks
+            }
+            self.buffer.drain(..end + if crlf { 2 } else { 1 });
+            self.line(&line);
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.is_empty() {
+            if !self.data.is_empty() {
+                let name = std::mem::take(&mut self.name);
+                self.pending.push_back(Event {
+                    name: if name.is_empty() {
+                        "message".into()
+                    } else {
+                        name
+                    },
+                    data: self.data.join("\n"),
+                    last_event_id: self.last_event_id.clone(),
+                });
+            }
+            self.name.clear();
+            self.data.clear();
+            return;
+        }
+        if let Some(comment) = line.strip_prefix(':') {
+            self.comments.push(comment.trim().to_owned());
+            return;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => self.name = value.to_owned(),
+            "data" => self.data.push(value.to_owned()),
+            "id" if !value.contains('\0') => self.last_event_id = value.to_owned(),
+            "retry" => self.retry = value.parse().ok(),
+            _ => {}
+        }
+    }
+}
+
+async fn post_message(addr: SocketAddr, channel: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/channels/{channel}/messages"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn publish(addr: SocketAddr, channel: &str, msg: &str) -> u64 {
+    let (status, body) = post_message(addr, channel, json!({"username":"api","msg":msg})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["offset"].as_u64().unwrap()
+}
+
+fn offsets(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.json()["offset"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_has_event_stream_headers_retry_and_heartbeats() {
+    let server = TestServer::with_config(|c| {
+        c.sse_retry = Duration::from_millis(1500);
+        c.sse_heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    let mut stream = SseClient::connect(server.addr, "channel=lobby").await;
+    assert_eq!(stream.status, StatusCode::OK);
+    assert_eq!(stream.header("content-type"), "text/event-stream");
+    assert_eq!(stream.header("cache-control"), "no-cache");
+    assert_eq!(stream.header("x-accel-buffering"), "no");
+    let presence = stream.next_named("presence").await;
+    assert_eq!(stream.retry, Some(1500));
+    assert_eq!(
+        presence.json(),
+        json!({"type":"presence","channel":"lobby","users":[]})
+    );
+    // The starting position is the stream's last event id before any message.
+    assert_eq!(presence.last_event_id, "0");
+    // Silence is filled with `: ping` comments.
+    publish(server.addr, "lobby", "after a pause").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish(server.addr, "lobby", "second").await;
+    let events = stream.messages(2).await;
+    assert!(
+        stream.comments.iter().any(|c| c == "ping"),
+        "{:?}",
+        stream.comments
+    );
+    assert_eq!(offsets(&events), [1, 2]);
+}
+
+#[tokio::test]
+async fn an_http_publish_reaches_websocket_and_sse_subscribers_alike() {
+    let server = TestServer::start().await;
+    let (mut ws, _) = ChatClient::connect(server.addr, "/ws?user=wendy").await;
+    ws.subscribe(json!({"type":"subscribe","channel":"news"}))
+        .await;
+    let mut stream = SseClient::connect(server.addr, "channel=news").await;
+    stream.next_named("presence").await;
+
+    let (status, body) = post_message(
+        server.addr,
+        "news",
+        json!({"username":"backend","msg":"deploy done"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["channel"], "news");
+    assert_eq!(body["offset"], 1);
+    assert!(body["time"].as_str().unwrap().ends_with('Z'));
+
+    let over_ws = ws.recv_type("message").await;
+    let over_sse = stream.next_named("message").await;
+    assert_eq!(
+        over_sse.json(),
+        over_ws,
+        "the same object on both transports"
+    );
+    assert_eq!(over_sse.last_event_id, "1");
+    assert_eq!(over_ws["username"], "backend");
+    assert_eq!(over_ws["msg"], "deploy done");
+    assert_eq!(over_ws["time"], body["time"]);
+
+    // And what a WebSocket client publishes reaches the stream.
+    let offset = ws.publish_acked("news", "from the socket").await;
+    let event = stream.next_named("message").await;
+    assert_eq!(event.json()["offset"], offset);
+    assert_eq!(event.json()["username"], "wendy");
+}
+
+#[tokio::test]
+async fn events_arrive_in_offset_order() {
+    let server = TestServer::with_config(|c| c.publish_rate = 10_000.0).await;
+    let mut stream = SseClient::connect(server.addr, "channel=ticks").await;
+    stream.next_named("presence").await;
+    let (mut ws, _) = ChatClient::connect(server.addr, "/ws?user=ticker").await;
+    for i in 0..150 {
+        ws.send(json!({"type":"publish","channel":"ticks","msg":format!("t{i}")}))
+            .await;
+    }
+    let events = stream.messages(150).await;
+    assert_eq!(offsets(&events), (1..=150).collect::<Vec<_>>());
+    let ids: Vec<_> = events.iter().map(|e| e.last_event_id.clone()).collect();
+    assert_eq!(ids, (1..=150).map(|o| o.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_with_no_gap_and_no_duplicate() {
+    let server = TestServer::start().await;
+    for i in 1..=3 {
+        publish(server.addr, "feed", &format!("old {i}")).await;
+    }
+    let mut stream = SseClient::connect(server.addr, "channel=feed").await;
+    stream.next_named("presence").await;
+    for i in 1..=4 {
+        publish(server.addr, "feed", &format!("seen {i}")).await;
+    }
+    let seen = stream.messages(4).await;
+    assert_eq!(offsets(&seen), [4, 5, 6, 7], "a new stream starts now");
+    let last = seen.last().unwrap().last_event_id.clone();
+    drop(stream);
+
+    for i in 1..=5 {
+        publish(server.addr, "feed", &format!("missed {i}")).await;
+    }
+    let mut resumed =
+        SseClient::connect_with(server.addr, "channel=feed&since=1", Some(&last)).await;
+    let replayed = resumed.messages(5).await;
+    assert_eq!(
+        offsets(&replayed),
+        [8, 9, 10, 11, 12],
+        "Last-Event-ID wins over since"
+    );
+    publish(server.addr, "feed", "live").await;
+    let live = resumed.next_named("message").await;
+    assert_eq!(live.json()["offset"], 13);
+    assert_eq!(live.json()["msg"], "live");
+
+    // `?since=` alone resumes the same way.
+    let mut from_query = SseClient::connect(server.addr, "channel=feed&since=11").await;
+    assert_eq!(offsets(&from_query.messages(2).await), [12, 13]);
+}
+
+#[tokio::test]
+async fn a_stream_of_several_channels_resumes_every_channel() {
+    let server = TestServer::start().await;
+    publish(server.addr, "alpha", "a1").await;
+    let mut stream = SseClient::connect(server.addr, "channel=alpha&channel=beta").await;
+    assert_eq!(
+        stream.next_named("presence").await.last_event_id,
+        "alpha:1,beta:0"
+    );
+    publish(server.addr, "beta", "b1").await;
+    publish(server.addr, "alpha", "a2").await;
+    let events = stream.messages(2).await;
+    assert_eq!(events[0].json()["channel"], "beta");
+    assert_eq!(
+        events[0].last_event_id, "beta:1",
+        "message ids are CHANNEL:OFFSET"
+    );
+    assert_eq!(events[1].last_event_id, "alpha:2");
+    // After each message, an id-only block records every channel.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(server.addr, "beta", "b2").await;
+    let b2 = stream.next_named("message").await;
+    assert_eq!(b2.last_event_id, "beta:2");
+    drop(stream);
+
+    publish(server.addr, "alpha", "a3").await;
+    publish(server.addr, "beta", "b3").await;
+    let cursor = "alpha:2,beta:2";
+    let mut resumed =
+        SseClient::connect_with(server.addr, "channel=alpha&channel=beta", Some(cursor)).await;
+    let replayed = resumed.messages(2).await;
+    let got: Vec<_> = replayed
+        .iter()
+        .map(|e| {
+            (
+                e.json()["channel"].as_str().unwrap().to_owned(),
+                e.json()["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("alpha".to_owned(), 3), ("beta".to_owned(), 3)]);
+}
+
+#[tokio::test]
+async fn the_id_only_block_carries_every_channel_position() {
+    let server = TestServer::start().await;
+    let mut stream = SseClient::connect(server.addr, "channel=x&channel=y").await;
+    stream.next_named("presence").await;
+    publish(server.addr, "x", "one").await;
+    stream.next_named("message").await;
+    // The next dispatched event shows the id the blocks left behind.
+    publish(server.addr, "y", "two").await;
+    let y = stream.next_named("message").await;
+    assert_eq!(y.last_event_id, "y:1");
+    let (_, presence) = get_json(server.addr, "/api/channels").await;
+    assert!(presence["channels"].as_array().unwrap().len() >= 2);
+    drop(stream);
+    // A client that kept the last id it saw resumes both channels exactly.
+    publish(server.addr, "x", "three").await;
+    let mut resumed =
+        SseClient::connect_with(server.addr, "channel=x&channel=y", Some("x:1,y:1")).await;
+    let event = resumed.next_named("message").await;
+    assert_eq!(
+        (
+            event.json()["channel"].clone(),
+            event.json()["offset"].clone()
+        ),
+        (json!("x"), json!(2))
+    );
+}
+
+#[tokio::test]
+async fn a_resume_point_older_than_history_gets_a_reset_then_what_is_kept() {
+    let server = TestServer::with_config(|c| {
+        c.history_max_count = 5;
+        c.retention_interval = Duration::from_millis(50);
+    })
+    .await;
+    for i in 1..=20 {
+        publish(server.addr, "short", &format!("m{i}")).await;
+    }
+    // Wait for retention to trim to the newest five.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, page) = get_json(server.addr, "/api/channels/short/messages?since=0").await;
+        if page["messages"][0]["offset"] == 16 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut stream = SseClient::connect(server.addr, "channel=short&since=3").await;
+    let reset = stream.next_named("reset").await;
+    assert_eq!(
+        reset.json(),
+        json!({"type":"reset","channel":"short","since":3,"first_offset":16,"last_offset":20,
+               "epoch":reset.json()["epoch"].clone()})
+    );
+    assert_eq!(offsets(&stream.messages(5).await), [16, 17, 18, 19, 20]);
+
+    // Within history: no reset.
+    let mut recent = SseClient::connect(server.addr, "channel=short&since=17").await;
+    let first = recent.next().await.unwrap();
+    assert_eq!(first.name, "presence");
+    let next = recent.next().await.unwrap();
+    assert_eq!(next.name, "message");
+    assert_eq!(next.json()["offset"], 18);
+
+    // Beyond the latest offset (the channel was reset): reset, then all kept.
+    let mut ahead = SseClient::connect(server.addr, "channel=short&since=99").await;
+    let reset = ahead.next_named("reset").await;
+    assert_eq!(reset.json()["since"], 99);
+    assert_eq!(offsets(&ahead.messages(5).await), [16, 17, 18, 19, 20]);
+}
+
+#[tokio::test]
+async fn a_named_stream_counts_in_presence_an_anonymous_one_does_not() {
+    let server = TestServer::start().await;
+    let (mut ws, _) = ChatClient::connect(server.addr, "/ws?user=wendy").await;
+    ws.subscribe(json!({"type":"subscribe","channel":"room"}))
+        .await;
+
+    let anonymous = SseClient::connect(server.addr, "channel=room").await;
+    let mut ann = SseClient::connect(server.addr, "channel=room&user=ann").await;
+    let joined = ws.recv_type("join").await;
+    assert_eq!(joined["username"], "ann", "only the named stream joins");
+    let presence = ann.next_named("presence").await.json();
+    assert_eq!(presence["users"], json!(["ann", "wendy"]));
+    let (_, api) = get_json(server.addr, "/api/channels/room/presence").await;
+    assert_eq!(api["users"], json!(["ann", "wendy"]));
+
+    // The stream hears others come and go.
+    let (mut bob, _) = ChatClient::connect(server.addr, "/ws?user=bob").await;
+    bob.subscribe(json!({"type":"subscribe","channel":"room"}))
+        .await;
+    let join = ann.next_named("join").await;
+    assert_eq!(
+        join.json(),
+        json!({"type":"join","channel":"room","username":"bob"})
+    );
+    drop(bob);
+    assert_eq!(ann.next_named("leave").await.json()["username"], "bob");
+
+    assert_eq!(ws.recv_type("leave").await["username"], "bob");
+    drop(ann);
+    assert_eq!(ws.recv_type("leave").await["username"], "ann");
+    drop(anonymous);
+}
+
+#[tokio::test]
+async fn two_hundred_streams_all_receive_a_burst_of_one_hundred() {
+    let server = TestServer::with_config(|c| c.publish_rate = 10_000.0).await;
+    let mut streams = Vec::new();
+    for _ in 0..200 {
+        streams.push(SseClient::connect(server.addr, "channel=burst").await);
+    }
+    for stream in &mut streams {
+        stream.next_named("presence").await;
+    }
+    let (mut ws, _) = ChatClient::connect(server.addr, "/ws?user=burster").await;
+    for i in 0..100 {
+        ws.send(json!({"type":"publish","channel":"burst","msg":format!("b{i}")}))
+            .await;
+    }
+    let received =
+        futures_util::future::join_all(streams.iter_mut().map(|s| s.messages(100))).await;
+    for events in received {
+        assert_eq!(offsets(&events), (1..=100).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_stops_reading_is_dropped_and_the_rest_go_on() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::with_config(|c| {
+        c.max_queued_bytes = 256 * 1024;
+        c.close_timeout = Duration::from_millis(200);
+        c.publish_rate = 10_000.0;
+    })
+    .await;
+    // A client with a tiny receive buffer that never reads its response.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(server.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /sse?channel=flood HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut healthy = SseClient::connect(server.addr, "channel=flood").await;
+    healthy.next_named("presence").await;
+    let subscribers = || async {
+        let (_, list) = get_json(server.addr, "/api/channels").await;
+        list["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == "flood")
+            .map_or(0, |c| c["subscribers"].as_u64().unwrap())
+    };
+    assert_eq!(subscribers().await, 2);
+
+    let (mut ws, _) = ChatClient::connect(server.addr, "/ws?user=flooder").await;
+    // Paced by acks, so a reader that keeps reading keeps up; the stalled
+    // one fills its socket, the server's buffers and then its outbox.
+    let big = "x".repeat(16_000);
+    for offset in 1..=400 {
+        assert_eq!(ws.publish_acked("flood", &big).await, offset);
+        let event = healthy.next_named("message").await;
+        assert_eq!(event.json()["offset"], offset);
+    }
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while subscribers().await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled stream was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its connection is gone too: reading drains what was sent, then ends.
+    let mut sink = Vec::new();
+    let drained = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut stalled, &mut sink),
+    )
+    .await;
+    assert!(drained.is_ok(), "the server kept the connection open");
+}
+
+#[tokio::test]
+async fn bad_stream_requests_get_json_errors() {
+    let server = TestServer::start().await;
+    for (query, last_id, code) in [
+        ("", None, "missing_channel"),
+        ("channel=bad%20name", None, "invalid_channel"),
+        ("channel=a&user=%20padded", None, "invalid_username"),
+        ("channel=a&since=ten", None, "invalid_event_id"),
+        ("channel=a", Some("a:b:c"), "invalid_event_id"),
+        ("channel=a&chanel=b", None, "bad_request"),
+    ] {
+        let stream = SseClient::connect_with(server.addr, query, last_id).await;
+        assert_eq!(stream.status, StatusCode::BAD_REQUEST, "{query}");
+        let body: Value =
+            serde_json::from_slice(&stream.body.map(|c| c.unwrap().to_vec()).concat().await)
+                .unwrap();
+        assert_eq!(body["error"]["code"], code, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn bad_publish_requests_get_json_errors() {
+    let server = TestServer::with_config(|c| c.max_msg_bytes = 100).await;
+    let url = format!("http://{}/api/channels/room/messages", server.addr);
+    let client = reqwest::Client::new();
+    let send = |body: String, content_type: &'static str| {
+        client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let json_type = "application/json";
+    for (body, content_type, status, code) in [
+        (
+            "{\"username\":".to_owned(),
+            json_type,
+            400,
+            "malformed_json",
+        ),
+        (
+            "{\"username\":\"a\"}".to_owned(),
+            json_type,
+            400,
+            "bad_request",
+        ),
+        ("{\"msg\":\"hi\"}".to_owned(), json_type, 400, "bad_request"),
+        (
+            "{\"username\":\"a\",\"msg\":\"hi\",\"x\":1}".to_owned(),
+            json_type,
+            400,
+            "bad_request",
+        ),
+        (
+            "{\"username\":\"a\",\"msg\":7}".to_owned(),
+            json_type,
+            400,
+            "bad_request",
+        ),
+        (
+            "{\"username\":\"\",\"msg\":\"hi\"}".to_owned(),
+            json_type,
+            400,
+            "invalid_username",
+        ),
+        (
+            "{\"username\":\"a\",\"msg\":\"hi\"}".to_owned(),
+            "text/plain",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            json!({"username":"a","msg":"x".repeat(101)}).to_string(),
+            json_type,
+            413,
+            "message_too_large",
+        ),
+        (
+            json!({"username":"a","msg":"x".repeat(20_000)}).to_string(),
+            json_type,
+            413,
+            "payload_too_large",
+        ),
+    ] {
+        let response = send(body.clone(), content_type).await.unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{}",
+            &body[..body.len().min(60)]
+        );
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(
+            error["error"]["code"],
+            code,
+            "{}",
+            &body[..body.len().min(60)]
+        );
+    }
+    let (status, error) = post_message(
+        server.addr,
+        "no%20spaces",
+        json!({"username":"a","msg":"hi"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["code"], "invalid_channel");
+    // Nothing was stored by any of them.
+    let (_, page) = get_json(server.addr, "/api/channels/room/messages").await;
+    assert_eq!(page["messages"], json!([]));
+    // A message of exactly the limit is fine.
+    let (status, _) = post_message(
+        server.addr,
+        "room",
+        json!({"username":"a","msg":"x".repeat(100)}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let mut stream = SseClient::connect(addr, "channel=bye").await;
+    stream.next_named("presence").await;
+    let finished = server.shut_down();
+    while stream.next().await.is_some() {}
+    tokio::time::timeout(WAIT, finished)
+        .await
+        .expect("shutdown waited for the stream")
+        .unwrap()
+        .unwrap();
+}
