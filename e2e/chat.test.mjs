@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import {
   Server,
   artifactDir,
+  historyOf,
   launchBrowser,
   openChat,
   say,
@@ -42,12 +43,6 @@ function publishOverWebSocket(server, user, channel, texts) {
       }
     });
   });
-}
-
-async function historyOf(server, channel) {
-  const response = await fetch(`${server.url}/api/channels/${channel}/messages?since=0&limit=1000`);
-  assert.equal(response.status, 200);
-  return (await response.json()).messages;
 }
 
 describe('chat page', () => {

@@ -108,7 +108,7 @@ export function uniqueChannel(prefix) {
 }
 
 /** Opens the chat page in a new browser context and joins as `nickname`. */
-export async function openChat(browser, server, nickname, channel, { viewport } = {}) {
+export async function openChat(browser, server, nickname, channel, { viewport, transport } = {}) {
   const context = await browser.newContext({ viewport: viewport ?? { width: 1100, height: 720 } });
   const page = await context.newPage();
   page.dialogs = [];
@@ -120,6 +120,7 @@ export async function openChat(browser, server, nickname, channel, { viewport } 
   page.on('pageerror', (error) => page.pageErrors.push(error.message));
   await page.goto(`${server.url}/#${channel}`);
   await page.fill('#join-nickname', nickname);
+  if (transport) await page.selectOption('#join-transport', transport);
   await page.click('#join-form button[type=submit]');
   await waitForState(page, 'online');
   return page;
@@ -127,6 +128,23 @@ export async function openChat(browser, server, nickname, channel, { viewport } 
 
 export function waitForState(page, state, timeout = 15000) {
   return page.waitForSelector(`#status-state[data-state="${state}"]`, { timeout });
+}
+
+/** Publishes over the HTTP API and returns the stored message's offset. */
+export async function publishOverHttp(server, channel, username, msg) {
+  const response = await fetch(`${server.url}/api/channels/${channel}/messages`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username, msg }),
+  });
+  if (response.status !== 201) throw new Error(`publish answered ${response.status}: ${await response.text()}`);
+  return (await response.json()).offset;
+}
+
+export async function historyOf(server, channel) {
+  const response = await fetch(`${server.url}/api/channels/${channel}/messages?since=0&limit=1000`);
+  if (!response.ok) throw new Error(`history answered ${response.status}`);
+  return (await response.json()).messages;
 }
 
 /** Types `text` into the composer and presses Enter. */

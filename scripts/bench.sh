@@ -74,6 +74,9 @@ for target in switchboard baseline; do
         bench "$target" echo "$run" echo --connections 100 --in-flight 1 --duration "$duration"
         if [ "$target" = switchboard ]; then
             bench "$target" history "$run" history --duration "$duration"
+            # The same fan-out to SSE subscribers (GET /sse).
+            bench "$target" fanout-sse-rate "$run" fanout --transport sse --subscribers "$subscribers" --rate 200 --duration "$duration"
+            bench "$target" fanout-sse-flat "$run" fanout --transport sse --subscribers "$subscribers" --rate 0 --in-flight 64 --duration "$duration"
         fi
     done
     stop

@@ -10,6 +10,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::client::{self, FrameWriter, find, number_after};
 use crate::cpu::cpu_time;
+use crate::sse::EventReader;
 use crate::{LATENCY_ROWS, Report, fresh_channel, latency_histogram, latency_rows};
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +33,61 @@ pub struct Args {
     /// Size of each `msg`, in bytes.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// How subscribers connect: the native WebSocket protocol, or SSE
+    /// (`GET /sse`). Publishers always use WebSocket.
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    transport: Transport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Ws,
+    Sse,
+}
+
+/// A subscriber's connection.
+enum Subscriber {
+    WebSocket {
+        reader: client::FrameReader,
+        /// Kept because dropping it would half-close the socket.
+        _writer: FrameWriter,
+    },
+    EventStream(EventReader),
+}
+
+impl Subscriber {
+    async fn connect(
+        server: SocketAddr,
+        transport: Transport,
+        user: usize,
+        channel: &str,
+    ) -> anyhow::Result<Subscriber> {
+        match transport {
+            Transport::Ws => {
+                let path = format!("/ws?user=sub{user}&channel={channel}");
+                let (mut reader, writer) = client::connect(server, &path).await?;
+                reader.wait_for(br#""type":"subscribed""#).await?;
+                Ok(Subscriber::WebSocket {
+                    reader,
+                    _writer: writer,
+                })
+            }
+            Transport::Sse => {
+                let path = format!("/sse?channel={channel}");
+                let mut reader = EventReader::connect(server, &path).await?;
+                reader.wait_for(b"event: presence").await?;
+                Ok(Subscriber::EventStream(reader))
+            }
+        }
+    }
+
+    /// The next text frame or event; `None` when the connection ends.
+    async fn next(&mut self) -> anyhow::Result<Option<bytes::BytesMut>> {
+        match self {
+            Subscriber::WebSocket { reader, .. } => reader.next_text().await,
+            Subscriber::EventStream(reader) => reader.next_event().await,
+        }
+    }
 }
 
 /// How long to wait for stragglers after publishing stops.
@@ -59,18 +115,17 @@ pub async fn run(
     for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(100) {
         let mut connecting = Vec::new();
         for &i in chunk {
-            let path = format!("/ws?user=sub{i}&channel={channel}");
-            connecting.push(tokio::spawn(async move { subscribe(server, path).await }));
+            let channel = channel.clone();
+            let transport = args.transport;
+            connecting.push(tokio::spawn(async move {
+                Subscriber::connect(server, transport, i, &channel).await
+            }));
         }
         for c in connecting {
-            let (reader, writer) = c.await??;
+            let subscriber = c.await??;
             let deliveries = deliveries.clone();
             let stop = stop_rx.clone();
-            subscribers.push(tokio::spawn(async move {
-                let stats = receive(reader, base, deliveries, stop).await;
-                drop(writer);
-                stats
-            }));
+            subscribers.push(tokio::spawn(receive(subscriber, base, deliveries, stop)));
         }
     }
 
@@ -164,19 +219,8 @@ pub async fn run(
     })
 }
 
-/// Connects a subscriber; the writer is kept because dropping it would
-/// half-close the socket.
-async fn subscribe(
-    server: SocketAddr,
-    path: String,
-) -> anyhow::Result<(client::FrameReader, FrameWriter)> {
-    let (mut reader, writer) = client::connect(server, &path).await?;
-    reader.wait_for(br#""type":"subscribed""#).await?;
-    Ok((reader, writer))
-}
-
 async fn receive(
-    mut reader: client::FrameReader,
+    mut subscriber: Subscriber,
     base: Instant,
     deliveries: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
@@ -190,7 +234,7 @@ async fn receive(
     let mut last_offset = 0;
     loop {
         let frame = tokio::select! {
-            frame = reader.next_text() => frame,
+            frame = subscriber.next() => frame,
             _ = stop.changed() => break,
         };
         let Ok(Some(frame)) = frame else { break };

@@ -19,6 +19,7 @@ mod fanout;
 mod history;
 mod idle;
 mod report;
+mod sse;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -67,6 +67,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(history) = medians.get("switchboard").and_then(|s| s.get("history")) {
         println!("durable publish: {} acked msgs/s", history["acked_per_sec"]);
     }
+    // SSE subscribers, switchboard only (the baseline speaks WebSocket).
+    for scenario in ["fanout-sse-rate", "fanout-sse-flat"] {
+        if let Some(sse) = medians.get("switchboard").and_then(|s| s.get(scenario)) {
+            println!(
+                "{scenario}: {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, lost {}, {:.2} µs server CPU/delivery",
+                sse["deliveries_per_sec"].as_f64().unwrap_or(0.0),
+                sse["latency_p50"].as_f64().unwrap_or(0.0),
+                sse["latency_p99"].as_f64().unwrap_or(0.0),
+                sse["lost"],
+                sse["server_cpu_per_delivery"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
     let report = json!({
         "runs": runs.values().flat_map(|s| s.values()).flat_map(|f| f.values()).map(Vec::len).max().unwrap_or(0),
         "medians": medians,

@@ -1,10 +1,13 @@
 // The chat page: asks for a nickname and channel, then runs one transport
 // for that channel and shows what it reports.
 
+import { ChatEventSource } from './chat-sse.js';
 import { ChatSocket } from './chat-socket.js';
 import { ChatView } from './view.js';
 
 const NICKNAME_KEY = 'switchboard.nickname';
+const TRANSPORT_KEY = 'switchboard.transport';
+const TRANSPORTS = { websocket: ChatSocket, sse: ChatEventSource };
 const DEFAULT_CHANNEL = 'lobby';
 const CHANNEL_PATTERN = /^[A-Za-z0-9_.:@-]{1,128}$/;
 
@@ -31,6 +34,7 @@ function showJoinForm(problem = '') {
   transport = null;
   $('join-nickname').value = localStorage.getItem(NICKNAME_KEY) ?? '';
   $('join-channel').value = channelFromHash();
+  $('join-transport').value = chosenTransport();
   $('join-error').textContent = problem;
   $('chat-view').hidden = true;
   $('join-view').hidden = false;
@@ -38,9 +42,15 @@ function showJoinForm(problem = '') {
   $('join-nickname').focus();
 }
 
+function chosenTransport() {
+  const stored = localStorage.getItem(TRANSPORT_KEY);
+  return stored in TRANSPORTS ? stored : 'websocket';
+}
+
 function join(nickname, channel) {
   transport?.stop();
   localStorage.setItem(NICKNAME_KEY, nickname);
+  const Transport = TRANSPORTS[chosenTransport()];
   if (channelFromHash() !== channel || location.hash.slice(1) !== channel) {
     history.replaceState(null, '', `#${encodeURIComponent(channel)}`);
   }
@@ -48,7 +58,7 @@ function join(nickname, channel) {
   $('chat-view').hidden = false;
   $('change').hidden = false;
 
-  transport = new ChatSocket({
+  transport = new Transport({
     user: nickname,
     channel,
     on: {
@@ -96,6 +106,7 @@ $('join-form').addEventListener('submit', (event) => {
     $('join-error').textContent = problem;
     return;
   }
+  localStorage.setItem(TRANSPORT_KEY, $('join-transport').value);
   join(nickname, channel);
 });
 

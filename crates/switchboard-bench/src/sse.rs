@@ -1,0 +1,144 @@
+//! A minimal Server-Sent Events client for load: raw TCP, HTTP/1.1 chunked
+//! decoding by hand, events split on the blank line, no parsing beyond
+//! that (fields are found by scanning, as on the WebSocket side).
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::find;
+
+/// One `GET /sse` stream.
+pub struct EventReader {
+    stream: TcpStream,
+    /// Raw bytes from the socket, chunk framing included.
+    raw: BytesMut,
+    /// The decoded body: events, possibly the start of the next one.
+    body: BytesMut,
+    chunk: ChunkState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting `HEX\r\n`.
+    Size,
+    /// This many bytes of chunk data remain.
+    Data(usize),
+    /// Expecting the `\r\n` after a chunk's data.
+    DataEnd,
+    /// The zero-size chunk arrived: the body is over.
+    Done,
+}
+
+impl EventReader {
+    /// Opens `GET path` and reads the response head.
+    pub async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<EventReader> {
+        let mut stream = TcpStream::connect(addr).await.context("connect")?;
+        stream.set_nodelay(true)?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = BytesMut::with_capacity(4096);
+        let head_end = loop {
+            if let Some(i) = find(&raw, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if stream.read_buf(&mut raw).await? == 0 {
+                bail!("connection closed before the response head");
+            }
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") || !head.contains("transfer-encoding: chunked") {
+            bail!("not a chunked event stream: {head}");
+        }
+        raw.advance(head_end);
+        Ok(EventReader {
+            stream,
+            raw,
+            body: BytesMut::new(),
+            chunk: ChunkState::Size,
+        })
+    }
+
+    /// The next event (its lines, up to and including the blank line);
+    /// `None` when the stream ends.
+    pub async fn next_event(&mut self) -> anyhow::Result<Option<BytesMut>> {
+        loop {
+            if let Some(end) = find(&self.body, b"\n\n") {
+                return Ok(Some(self.body.split_to(end + 2)));
+            }
+            if self.chunk == ChunkState::Done {
+                return Ok(None);
+            }
+            if !self.decode()? {
+                if self.raw.capacity() - self.raw.len() < 4096 {
+                    self.raw.reserve(64 * 1024);
+                }
+                if self.stream.read_buf(&mut self.raw).await? == 0 {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Waits for an event containing `marker`.
+    pub async fn wait_for(&mut self, marker: &[u8]) -> anyhow::Result<()> {
+        while let Some(event) = self.next_event().await? {
+            if find(&event, marker).is_some() {
+                return Ok(());
+            }
+        }
+        bail!("stream ended before {}", String::from_utf8_lossy(marker))
+    }
+
+    /// Moves chunk data from `raw` to `body`; false if more bytes are needed.
+    fn decode(&mut self) -> anyhow::Result<bool> {
+        let mut progressed = false;
+        loop {
+            match self.chunk {
+                ChunkState::Size => {
+                    let Some(line_end) = find(&self.raw, b"\r\n") else {
+                        return Ok(progressed);
+                    };
+                    let line = std::str::from_utf8(&self.raw[..line_end])?;
+                    let size =
+                        usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                            .with_context(|| format!("bad chunk size {line:?}"))?;
+                    self.raw.advance(line_end + 2);
+                    self.chunk = if size == 0 {
+                        ChunkState::Done
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    if self.raw.is_empty() {
+                        return Ok(progressed);
+                    }
+                    let take = left.min(self.raw.len());
+                    self.body.extend_from_slice(&self.raw.split_to(take));
+                    self.chunk = if take == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    if self.raw.len() < 2 {
+                        return Ok(progressed);
+                    }
+                    if &self.raw[..2] != b"\r\n" {
+                        bail!("chunk not followed by CRLF");
+                    }
+                    self.raw.advance(2);
+                    self.chunk = ChunkState::Size;
+                }
+                ChunkState::Done => return Ok(true),
+            }
+            progressed = true;
+        }
+    }
+}

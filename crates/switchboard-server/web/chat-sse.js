@@ -1,0 +1,130 @@
+// One channel over Server-Sent Events (GET /sse) for what arrives and
+// POST /api/channels/{channel}/messages for what is sent. The browser's
+// EventSource reconnects by itself and sends the last event id (the
+// offset), so the server resumes the stream where it broke.
+
+import { retryDelay } from './chat-socket.js';
+
+const HISTORY_ON_JOIN = 50;
+
+export class ChatEventSource {
+  /** Same options and callbacks as ChatSocket. */
+  constructor({ user, channel, on }) {
+    this.user = user;
+    this.channel = channel;
+    this.on = on;
+    this.name = 'SSE + POST';
+    this.source = null;
+    this.retryTimer = null;
+    this.attempt = 0;
+    this.stopped = true;
+    this.lastOffset = null;
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.source?.close();
+    this.source = null;
+    this.on.state('offline');
+  }
+
+  /** Publishes `text` over HTTP; false if not connected (nothing was sent). */
+  send(text) {
+    if (!this.source || this.source.readyState !== EventSource.OPEN) return false;
+    const url = `/api/channels/${encodeURIComponent(this.channel)}/messages`;
+    fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username: this.user, msg: text }),
+    })
+      .then(async (response) => {
+        if (response.status === 201) return;
+        const body = await response.json().catch(() => ({}));
+        const reason = body.error?.message ?? `HTTP ${response.status}`;
+        this.on.log(`publish refused: ${response.status} ${body.error?.code ?? ''}`, 'bad');
+        this.on.refused(`${reason}: “${text}”`);
+      })
+      .catch((error) => this.on.refused(`${error.message}: “${text}”`));
+    return true;
+  }
+
+  /** First time: the latest messages over HTTP, then a stream from after
+   *  them; after a failed stream: a new stream from the last offset seen. */
+  async connect() {
+    this.on.state(this.lastOffset === null ? 'connecting' : 'reconnecting');
+    try {
+      if (this.lastOffset === null) await this.loadHistory();
+    } catch (error) {
+      this.on.log(`history unavailable: ${error.message}`, 'bad');
+      this.scheduleRetry();
+      return;
+    }
+    if (this.stopped) return;
+    const query = new URLSearchParams({ channel: this.channel, user: this.user, since: String(this.lastOffset) });
+    const url = `/sse?${query}`;
+    this.on.log(`connecting to ${url}${this.attempt ? ` (attempt ${this.attempt + 1})` : ''}`);
+    const source = new EventSource(url);
+    this.source = source;
+    source.onopen = () => {
+      this.attempt = 0;
+      this.on.log('open', 'good');
+      this.on.state('online');
+    };
+    source.onerror = () => this.failed(source);
+    source.addEventListener('message', (event) => this.deliver(JSON.parse(event.data)));
+    source.addEventListener('presence', (event) => this.on.presence(JSON.parse(event.data).users));
+    source.addEventListener('join', (event) => this.on.join(JSON.parse(event.data).username));
+    source.addEventListener('leave', (event) => this.on.leave(JSON.parse(event.data).username));
+    source.addEventListener('reset', (event) => {
+      const reset = JSON.parse(event.data);
+      this.on.log(`reset: history now starts at offset ${reset.first_offset}; reloading`, 'bad');
+      this.on.reset();
+      this.lastOffset = 0;
+    });
+  }
+
+  async loadHistory() {
+    const url = `/api/channels/${encodeURIComponent(this.channel)}/messages?limit=${HISTORY_ON_JOIN}`;
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const page = await response.json();
+    this.lastOffset = 0;
+    for (const message of page.messages) this.deliver(message);
+  }
+
+  failed(source) {
+    if (source !== this.source || this.stopped) return;
+    if (source.readyState === EventSource.CONNECTING) {
+      // The browser retries by itself, sending Last-Event-ID.
+      this.on.log('error: stream interrupted; the browser reconnects with Last-Event-ID', 'bad');
+      this.on.state('reconnecting');
+      return;
+    }
+    // Closed for good (an HTTP error): start a new stream ourselves.
+    this.on.log('error: stream closed', 'bad');
+    this.source = null;
+    this.scheduleRetry();
+  }
+
+  scheduleRetry() {
+    if (this.stopped) return;
+    const delay = retryDelay(this.attempt);
+    this.attempt += 1;
+    this.on.state('reconnecting');
+    this.on.log(`reconnect attempt ${this.attempt} in ${(delay / 1000).toFixed(1)} s`);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  deliver(message) {
+    if (message.channel !== this.channel) return;
+    if (this.lastOffset !== null && message.offset <= this.lastOffset) return;
+    this.lastOffset = message.offset;
+    this.on.message(message);
+  }
+}
