@@ -2,9 +2,12 @@
 //!
 //! ## Layout
 //! - [`server`]: the accept loop (HTTP/1.1 with upgrades) and graceful shutdown.
-//! - [`http`]: the router, its handlers, and [`http::ApiError`] (status + JSON body).
+//! - [`http`]: the router, its handlers, and [`http::ApiError`] (status + JSON
+//!   body); the embedded chat page and the `--static-dir` document root.
 //! - [`transport`]: how clients connect; [`transport::websocket`] runs the
-//!   upgrade and one task per connection over the `switchboard-ws` codec.
+//!   upgrade and one task per connection over the `switchboard-ws` codec,
+//!   [`transport::native`] is the `/ws` protocol, [`transport::sse`] the
+//!   `/sse` event streams.
 //! - [`connections`]: the registry of live connections that shutdown walks.
 //! - [`echo`]: the `/echo` endpoint.
 //! - [`config`]: every setting, its flag, environment variable and default.
