@@ -38,6 +38,7 @@ pub async fn run(
     let server_cpu_start = cpu_time(server_pid);
     let started = Instant::now();
     let deadline = started + args.duration;
+    let _progress = crate::progress::timed("echo", args.duration);
     let mut tasks = Vec::new();
     for (mut reader, mut writer) in connections {
         let round_trips = round_trips.clone();

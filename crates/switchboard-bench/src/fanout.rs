@@ -112,6 +112,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut subscribers = Vec::with_capacity(args.subscribers);
+    let connected = crate::progress::counter("subscribing", args.subscribers);
     for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(100) {
         let mut connecting = Vec::new();
         for &i in chunk {
@@ -126,14 +127,17 @@ pub async fn run(
             let deliveries = deliveries.clone();
             let stop = stop_rx.clone();
             subscribers.push(tokio::spawn(receive(subscriber, base, deliveries, stop)));
+            connected.inc(1);
         }
     }
 
+    connected.finish_and_clear();
     let acked = Arc::new(AtomicU64::new(0));
     let server_cpu_start = cpu_time(server_pid);
     let own_cpu_start = cpu_time(None);
     let started = Instant::now();
     let deadline = started + args.duration;
+    let progress = crate::progress::timed("publishing", args.duration);
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
         let (reader, writer) = client::connect(server, &format!("/ws?user=pub{p}")).await?;
@@ -171,6 +175,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
+    drop(progress);
     let server_cpu = server_cpu_start
         .zip(cpu_time(server_pid))
         .map(|(a, b)| b - a);

@@ -44,6 +44,7 @@ pub async fn run(
     let server_cpu_start = cpu_time(server_pid);
     let started = Instant::now();
     let deadline = started + args.duration;
+    let progress = crate::progress::timed("publishing", args.duration);
     let msg = "x".repeat(args.size);
     let request =
         format!(r#"{{"type":"publish","channel":"{channel}","msg":"{msg}"}}"#).into_bytes();
@@ -66,6 +67,7 @@ pub async fn run(
         writers.push(p.await??);
     }
     let elapsed = started.elapsed();
+    drop(progress);
     let stored = acked.load(Ordering::Relaxed);
     let server_cpu = server_cpu_start
         .zip(cpu_time(server_pid))

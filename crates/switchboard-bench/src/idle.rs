@@ -35,6 +35,7 @@ pub async fn run(
     let channel = fresh_channel("idle");
     let before = resident_bytes(pid)?;
     let mut held = Vec::with_capacity(args.connections);
+    let opened = crate::progress::counter("connecting", args.connections);
     for chunk_start in (0..args.connections).step_by(200) {
         let mut opening = Vec::new();
         for i in chunk_start..(chunk_start + 200).min(args.connections) {
@@ -64,8 +65,10 @@ pub async fn run(
         }
         for task in opening {
             held.push(task.await??);
+            opened.inc(1);
         }
     }
+    opened.finish_and_clear();
     tokio::time::sleep(args.settle).await;
     let after = resident_bytes(pid)?;
     let per_connection = after.saturating_sub(before) as f64 / args.connections as f64;

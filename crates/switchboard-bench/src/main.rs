@@ -18,6 +18,7 @@ mod echo;
 mod fanout;
 mod history;
 mod idle;
+mod progress;
 mod report;
 mod sse;
 
