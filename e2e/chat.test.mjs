@@ -1,16 +1,15 @@
 // The chat page in real headless Chromium against a real server.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import path from 'node:path';
 import WebSocket from 'ws';
 import {
-  Server,
   artifactDir,
   historyOf,
-  launchBrowser,
   openChat,
   say,
+  serverAndBrowser,
   shownMessages,
   shownPresence,
   uniqueChannel,
@@ -46,24 +45,13 @@ function publishOverWebSocket(server, user, channel, texts) {
 }
 
 describe('chat page', () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await Server.start();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const env = serverAndBrowser();
 
   test('two people in one channel see each other, their messages and presence', async () => {
     // The first test on a fresh server: the default channel is still empty.
     const channel = 'lobby';
-    const alice = await openChat(browser, server, 'alice', channel);
-    const bob = await openChat(browser, server, 'bob', channel);
+    const alice = await openChat(env.browser, env.server, 'alice', channel);
+    const bob = await openChat(env.browser, env.server, 'bob', channel);
 
     // Presence: each sees both, in the list and in the status bar count.
     await alice.waitForSelector('#presence-list li[data-username="bob"]');
@@ -113,9 +101,9 @@ describe('chat page', () => {
   test('a reload shows the channel history', async () => {
     const channel = uniqueChannel('reload');
     const texts = Array.from({ length: 60 }, (_, i) => `history line ${i + 1}`);
-    await publishOverWebSocket(server, 'writer', channel, texts);
+    await publishOverWebSocket(env.server, 'writer', channel, texts);
 
-    const page = await openChat(browser, server, 'reader', channel);
+    const page = await openChat(env.browser, env.server, 'reader', channel);
     await waitForMessage(page, 'history line 60');
     let shown = await shownMessages(page);
     // The last 50, ascending.
@@ -136,13 +124,13 @@ describe('chat page', () => {
 
   test('a message is rendered as text, never as HTML', async () => {
     const channel = uniqueChannel('xss');
-    const page = await openChat(browser, server, 'mallory', channel);
+    const page = await openChat(env.browser, env.server, 'mallory', channel);
     await say(page, XSS);
     await waitForMessage(page, XSS);
     assert.equal(await page.locator('#message-list img').count(), 0);
     assert.equal(await page.textContent('#message-list .message .text'), XSS);
     // And from someone else, arriving live.
-    await publishOverWebSocket(server, 'eve', channel, ['<script>alert(2)</script><b>bold</b>']);
+    await publishOverWebSocket(env.server, 'eve', channel, ['<script>alert(2)</script><b>bold</b>']);
     await waitForMessage(page, '<script>alert(2)</script><b>bold</b>');
     assert.equal(await page.locator('#message-list script, #message-list b').count(), 0);
     assert.deepEqual(page.dialogs, [], 'no script ran');
@@ -151,7 +139,7 @@ describe('chat page', () => {
 
   test('the page fits a phone-width screen', async () => {
     const channel = uniqueChannel('phone');
-    const page = await openChat(browser, server, 'pat', channel, { viewport: { width: 375, height: 740 } });
+    const page = await openChat(env.browser, env.server, 'pat', channel, { viewport: { width: 375, height: 740 } });
     const long = `${'a-very-long-word-without-spaces-'.repeat(12)} and then ordinary words that wrap`;
     await say(page, long);
     await waitForMessage(page, long);
@@ -165,28 +153,17 @@ describe('chat page', () => {
 });
 
 describe('chat page across a server restart', () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await Server.start();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const env = serverAndBrowser();
 
   test('reconnects, resumes from its last offset: no duplicate, no gap', async () => {
     const channel = uniqueChannel('restart');
-    const page = await openChat(browser, server, 'carol', channel);
+    const page = await openChat(env.browser, env.server, 'carol', channel);
     for (const text of ['before 1', 'before 2', 'before 3']) {
       await say(page, text);
       await waitForMessage(page, text);
     }
 
-    await server.kill();
+    await env.server.kill();
     await waitForState(page, 'reconnecting');
     // Let at least one reconnect attempt fail against the dead port.
     await page.waitForFunction(() =>
@@ -194,16 +171,16 @@ describe('chat page across a server restart', () => {
     );
     assert.equal(await page.isDisabled('#composer-send'), true, 'sending is off while disconnected');
 
-    await server.restart();
+    await env.server.restart();
     // Messages the page has not seen yet, written while it is still away.
-    await publishOverWebSocket(server, 'dave', channel, ['while away 1', 'while away 2', 'while away 3']);
+    await publishOverWebSocket(env.server, 'dave', channel, ['while away 1', 'while away 2', 'while away 3']);
     await waitForState(page, 'online', 30000);
     await waitForMessage(page, 'while away 3');
     await say(page, 'after');
     await waitForMessage(page, 'after');
 
     const shown = await shownMessages(page);
-    const stored = await historyOf(server, channel);
+    const stored = await historyOf(env.server, channel);
     assert.deepEqual(
       shown.map((m) => [m.offset, m.text]),
       stored.map((m) => [m.offset, m.msg]),

@@ -2,14 +2,13 @@
 // real headless Chromium against a real server.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  Server,
   historyOf,
-  launchBrowser,
   openChat,
   publishOverHttp,
   say,
+  serverAndBrowser,
   shownMessages,
   shownPresence,
   uniqueChannel,
@@ -18,24 +17,13 @@ import {
 } from './support.mjs';
 
 describe('chat page over SSE + POST', () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await Server.start();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const env = serverAndBrowser();
 
   test('an SSE page and a WebSocket page chat with each other', async () => {
     const channel = uniqueChannel('mixed');
-    await publishOverHttp(server, channel, 'earlier', 'from before anyone came');
-    const sse = await openChat(browser, server, 'sally', channel, { transport: 'sse' });
-    const ws = await openChat(browser, server, 'walt', channel, { transport: 'websocket' });
+    await publishOverHttp(env.server, channel, 'earlier', 'from before anyone came');
+    const sse = await openChat(env.browser, env.server, 'sally', channel, { transport: 'sse' });
+    const ws = await openChat(env.browser, env.server, 'walt', channel, { transport: 'websocket' });
     assert.equal(await sse.textContent('#status-transport'), 'SSE + POST');
     assert.equal(await ws.textContent('#status-transport'), 'WebSocket');
     await waitForMessage(sse, 'from before anyone came');
@@ -64,23 +52,12 @@ describe('chat page over SSE + POST', () => {
 });
 
 describe('EventSource across a server restart', () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await Server.start();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const env = serverAndBrowser();
 
   test('the page and a raw multi-channel EventSource resume with no loss and no duplicate', async () => {
     const channel = uniqueChannel('sse-restart');
     const [left, right] = [uniqueChannel('left'), uniqueChannel('right')];
-    const page = await openChat(browser, server, 'erin', channel, { transport: 'sse' });
+    const page = await openChat(env.browser, env.server, 'erin', channel, { transport: 'sse' });
 
     // A bare EventSource on two channels in the same page, recording what it
     // gets: its Last-Event-ID must carry both channels' positions.
@@ -99,25 +76,25 @@ describe('EventSource across a server restart', () => {
       await say(page, text);
       await waitForMessage(page, text);
     }
-    await publishOverHttp(server, left, 'api', 'L1');
-    await publishOverHttp(server, right, 'api', 'R1');
+    await publishOverHttp(env.server, left, 'api', 'L1');
+    await publishOverHttp(env.server, right, 'api', 'R1');
     await page.waitForFunction(() => window.multi.length === 2);
 
-    await server.kill();
+    await env.server.kill();
     await waitForState(page, 'reconnecting');
-    await server.restart();
+    await env.server.restart();
     // Written while every stream is away (EventSource waits `retry:` 2 s).
-    await publishOverHttp(server, channel, 'api', 'while away');
-    await publishOverHttp(server, left, 'api', 'L2');
-    await publishOverHttp(server, right, 'api', 'R2');
-    await publishOverHttp(server, right, 'api', 'R3');
+    await publishOverHttp(env.server, channel, 'api', 'while away');
+    await publishOverHttp(env.server, left, 'api', 'L2');
+    await publishOverHttp(env.server, right, 'api', 'R2');
+    await publishOverHttp(env.server, right, 'api', 'R3');
 
     await waitForState(page, 'online', 30000);
     await waitForMessage(page, 'while away');
     await say(page, 'three');
     await waitForMessage(page, 'three');
     const shown = await shownMessages(page);
-    const stored = await historyOf(server, channel);
+    const stored = await historyOf(env.server, channel);
     assert.deepEqual(shown.map((m) => [m.offset, m.text]), stored.map((m) => [m.offset, m.msg]));
     assert.deepEqual(shown.map((m) => m.text), ['one', 'two', 'while away', 'three']);
 

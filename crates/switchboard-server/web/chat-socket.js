@@ -2,39 +2,16 @@
 // reconnecting by itself and resuming from the last offset it delivered, so
 // the page sees every message exactly once and in order.
 
-const FIRST_RETRY_MS = 500;
-const MAX_RETRY_MS = 15000;
+import { ChannelTransport } from './channel-transport.js';
+
 const HISTORY_ON_JOIN = 50;
 
-/**
- * Delay before reconnect attempt `attempt` (0-based): exponential, capped,
- * with "equal jitter" (half fixed, half random) so that clients dropped
- * together do not all come back in the same instant.
- */
-export function retryDelay(attempt) {
-  const ceiling = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** attempt);
-  return ceiling / 2 + Math.random() * (ceiling / 2);
-}
-
-export class ChatSocket {
-  /**
-   * @param {object} options
-   * @param {string} options.user
-   * @param {string} options.channel
-   * @param {object} options.on  callbacks: state(s), message(m), presence(users),
-   *   join(user), leave(user), reset(), log(text, kind), refused(reason)
-   */
-  constructor({ user, channel, on }) {
-    this.user = user;
-    this.channel = channel;
-    this.on = on;
-    this.name = 'WebSocket';
+export class ChatSocket extends ChannelTransport {
+  /** Options and callbacks: see ChannelTransport. */
+  constructor(options) {
+    super(options, 'WebSocket');
     this.socket = null;
-    this.retryTimer = null;
-    this.attempt = 0;
-    this.stopped = true;
-    // Resume point: the last offset handed to on.message, and its epoch.
-    this.lastOffset = null;
+    // The epoch the resume offset belongs to.
     this.epoch = null;
     this.nextId = 1;
     this.onBrowserOnline = () => this.reconnectNow();
@@ -47,9 +24,8 @@ export class ChatSocket {
   }
 
   stop() {
-    this.stopped = true;
+    this.stopRetrying();
     window.removeEventListener('online', this.onBrowserOnline);
-    clearTimeout(this.retryTimer);
     if (this.socket) this.socket.close(1000, 'leaving');
     this.socket = null;
     this.on.state('offline');
@@ -80,12 +56,7 @@ export class ChatSocket {
     this.socket = null;
     const reason = event.reason ? ` ${event.reason}` : '';
     this.on.log(`close ${event.code}${reason}`, event.code === 1000 ? 'info' : 'bad');
-    if (this.stopped) return;
-    const delay = retryDelay(this.attempt);
-    this.attempt += 1;
-    this.on.state('reconnecting');
-    this.on.log(`reconnect attempt ${this.attempt} in ${(delay / 1000).toFixed(1)} s`);
-    this.retryTimer = setTimeout(() => this.connect(), delay);
+    this.scheduleRetry();
   }
 
   reconnectNow() {
@@ -172,13 +143,5 @@ export class ChatSocket {
     this.on.presence(frame.presence);
     this.on.state('online');
     this.on.log(`subscribed #${frame.channel} at offset ${frame.offset}`, 'good');
-  }
-
-  deliver(message) {
-    if (message.channel !== this.channel) return;
-    // Replay and live can overlap by design; the offset makes it exact.
-    if (this.lastOffset !== null && message.offset <= this.lastOffset) return;
-    this.lastOffset = message.offset;
-    this.on.message(message);
   }
 }

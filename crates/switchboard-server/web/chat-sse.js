@@ -3,22 +3,15 @@
 // EventSource reconnects by itself and sends the last event id (the
 // offset), so the server resumes the stream where it broke.
 
-import { retryDelay } from './chat-socket.js';
+import { ChannelTransport } from './channel-transport.js';
 
 const HISTORY_ON_JOIN = 50;
 
-export class ChatEventSource {
-  /** Same options and callbacks as ChatSocket. */
-  constructor({ user, channel, on }) {
-    this.user = user;
-    this.channel = channel;
-    this.on = on;
-    this.name = 'SSE + POST';
+export class ChatEventSource extends ChannelTransport {
+  /** Options and callbacks: see ChannelTransport. */
+  constructor(options) {
+    super(options, 'SSE + POST');
     this.source = null;
-    this.retryTimer = null;
-    this.attempt = 0;
-    this.stopped = true;
-    this.lastOffset = null;
   }
 
   start() {
@@ -27,8 +20,7 @@ export class ChatEventSource {
   }
 
   stop() {
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
+    this.stopRetrying();
     this.source?.close();
     this.source = null;
     this.on.state('offline');
@@ -110,21 +102,5 @@ export class ChatEventSource {
     this.on.log('error: stream closed', 'bad');
     this.source = null;
     this.scheduleRetry();
-  }
-
-  scheduleRetry() {
-    if (this.stopped) return;
-    const delay = retryDelay(this.attempt);
-    this.attempt += 1;
-    this.on.state('reconnecting');
-    this.on.log(`reconnect attempt ${this.attempt} in ${(delay / 1000).toFixed(1)} s`);
-    this.retryTimer = setTimeout(() => this.connect(), delay);
-  }
-
-  deliver(message) {
-    if (message.channel !== this.channel) return;
-    if (this.lastOffset !== null && message.offset <= this.lastOffset) return;
-    this.lastOffset = message.offset;
-    this.on.message(message);
   }
 }

@@ -35,6 +35,7 @@ const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("channel-transport.js", "text/javascript; charset=utf-8"),
     asset!("chat-socket.js", "text/javascript; charset=utf-8"),
     asset!("chat-sse.js", "text/javascript; charset=utf-8"),
     asset!("view.js", "text/javascript; charset=utf-8"),

@@ -287,6 +287,10 @@ async fn the_embedded_page_and_assets_are_typed_validated_and_locked_down() {
 
     for (path, content_type) in [
         ("/chat/app.js", "text/javascript; charset=utf-8"),
+        (
+            "/chat/channel-transport.js",
+            "text/javascript; charset=utf-8",
+        ),
         ("/chat/chat-socket.js", "text/javascript; charset=utf-8"),
         ("/chat/chat-sse.js", "text/javascript; charset=utf-8"),
         ("/chat/view.js", "text/javascript; charset=utf-8"),
