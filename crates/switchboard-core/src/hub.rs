@@ -75,14 +75,8 @@ struct Subscriber {
 
 #[derive(Default)]
 struct CatchUp {
-    held: Vec<Held>,
+    held: Vec<Arc<SharedFrame>>,
     bytes: usize,
-}
-
-struct Held {
-    /// The message offset, or `None` for a presence event.
-    offset: Option<u64>,
-    frame: Arc<SharedFrame>,
 }
 
 /// How many shards: enough that unrelated channels rarely share a lock.
@@ -156,10 +150,13 @@ impl Hub {
         };
         let handle = &subscriber.handle;
         for held in catch_up.held {
-            if held.offset.is_some_and(|offset| offset <= delivered_up_to) {
+            if held
+                .offset()
+                .is_some_and(|offset| offset <= delivered_up_to)
+            {
                 continue;
             }
-            if !push_or_close(&handle.outbox, held.frame.frame_for(&handle.wire)) {
+            if !push_or_close(&handle.outbox, held.frame_for(&handle.wire)) {
                 break;
             }
         }
@@ -216,10 +213,6 @@ impl Hub {
         about: Option<&Username>,
         json: String,
     ) {
-        let offset = match kind {
-            EventKind::Message { offset } => Some(offset),
-            _ => None,
-        };
         let frame = Arc::new(SharedFrame::new(channel.clone(), kind, json));
         let mut shard = self.shard(channel).lock();
         let Some(state) = shard.get_mut(channel) else {
@@ -239,10 +232,7 @@ impl Hub {
                     if catch_up.bytes > handle.outbox.max_bytes() {
                         handle.outbox.close(slow_consumer_close());
                     } else {
-                        catch_up.held.push(Held {
-                            offset,
-                            frame: frame.clone(),
-                        });
+                        catch_up.held.push(frame.clone());
                     }
                 }
                 None => {

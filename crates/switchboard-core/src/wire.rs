@@ -154,6 +154,14 @@ impl SharedFrame {
         &self.json
     }
 
+    /// The message offset, or `None` for other events (presence).
+    pub fn offset(&self) -> Option<u64> {
+        match self.kind {
+            EventKind::Message { offset } => Some(offset),
+            _ => None,
+        }
+    }
+
     /// The bytes for a connection using `wire`: a cheap clone of shared bytes.
     pub fn frame_for(&self, wire: &Wire) -> Bytes {
         match wire {

@@ -551,7 +551,10 @@ async fn a_stream_that_stops_reading_is_dropped_and_the_rest_go_on() {
 #[tokio::test]
 async fn bad_stream_requests_get_json_errors() {
     let server = TestServer::start().await;
+    let too_many: Vec<String> = (0..65).map(|i| format!("channel=c{i}")).collect();
+    let too_many = too_many.join("&");
     for (query, last_id, code) in [
+        (too_many.as_str(), None, "bad_request"),
         ("", None, "missing_channel"),
         ("channel=bad%20name", None, "invalid_channel"),
         ("channel=a&user=%20padded", None, "invalid_username"),
