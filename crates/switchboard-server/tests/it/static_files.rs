@@ -60,6 +60,21 @@ async fn get(server: &TestServer, path: &str) -> reqwest::Response {
     reqwest::get(url(server, path)).await.unwrap()
 }
 
+/// GET `path` with one extra request header.
+async fn get_with(
+    server: &TestServer,
+    path: &str,
+    name: reqwest::header::HeaderName,
+    value: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url(server, path))
+        .header(name, value)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> &str {
     response
         .headers()
@@ -111,7 +126,6 @@ async fn files_are_served_with_their_content_types() {
 async fn etag_and_last_modified_answer_conditional_requests_with_304() {
     let site = Site::new();
     let server = site.serve().await;
-    let client = reqwest::Client::new();
     let first = get(&server, "/hello.txt").await;
     let etag = header(&first, ETAG).to_string();
     let last_modified = header(&first, LAST_MODIFIED).to_string();
@@ -120,31 +134,16 @@ async fn etag_and_last_modified_answer_conditional_requests_with_304() {
         "strong ETag: {etag}"
     );
 
-    let revalidated = client
-        .get(url(&server, "/hello.txt"))
-        .header(IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .unwrap();
+    let revalidated = get_with(&server, "/hello.txt", IF_NONE_MATCH, &etag).await;
     assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(header(&revalidated, ETAG), etag);
     assert_eq!(revalidated.text().await.unwrap(), "");
 
-    let other = client
-        .get(url(&server, "/hello.txt"))
-        .header(IF_NONE_MATCH, "\"something-else\"")
-        .send()
-        .await
-        .unwrap();
+    let other = get_with(&server, "/hello.txt", IF_NONE_MATCH, "\"something-else\"").await;
     assert_eq!(other.status(), StatusCode::OK);
     assert_eq!(other.text().await.unwrap(), HELLO);
 
-    let by_date = client
-        .get(url(&server, "/hello.txt"))
-        .header(IF_MODIFIED_SINCE, &last_modified)
-        .send()
-        .await
-        .unwrap();
+    let by_date = get_with(&server, "/hello.txt", IF_MODIFIED_SINCE, &last_modified).await;
     assert_eq!(by_date.status(), StatusCode::NOT_MODIFIED);
 
     // A rewritten file gets a new validator.
@@ -153,12 +152,7 @@ async fn etag_and_last_modified_answer_conditional_requests_with_304() {
         "changed, and longer than before\n",
     )
     .unwrap();
-    let changed = client
-        .get(url(&server, "/hello.txt"))
-        .header(IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .unwrap();
+    let changed = get_with(&server, "/hello.txt", IF_NONE_MATCH, &etag).await;
     assert_eq!(changed.status(), StatusCode::OK);
     assert_ne!(header(&changed, ETAG), etag);
 }
@@ -167,13 +161,7 @@ async fn etag_and_last_modified_answer_conditional_requests_with_304() {
 async fn range_requests_get_partial_content() {
     let site = Site::new();
     let server = site.serve().await;
-    let client = reqwest::Client::new();
-    let partial = client
-        .get(url(&server, "/hello.txt"))
-        .header(RANGE, "bytes=7-12")
-        .send()
-        .await
-        .unwrap();
+    let partial = get_with(&server, "/hello.txt", RANGE, "bytes=7-12").await;
     assert_eq!(partial.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(
         header(&partial, CONTENT_RANGE),
@@ -182,12 +170,7 @@ async fn range_requests_get_partial_content() {
     assert!(partial.headers().contains_key(ETAG));
     assert_eq!(partial.text().await.unwrap(), &HELLO[7..=12]);
 
-    let beyond = client
-        .get(url(&server, "/hello.txt"))
-        .header(RANGE, "bytes=500-600")
-        .send()
-        .await
-        .unwrap();
+    let beyond = get_with(&server, "/hello.txt", RANGE, "bytes=500-600").await;
     assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 }
 
@@ -269,7 +252,6 @@ async fn the_chat_page_is_at_root_unless_the_document_root_has_an_index() {
 #[tokio::test]
 async fn the_embedded_page_and_assets_are_typed_validated_and_locked_down() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
     let page = get(&server, "/").await;
     assert_eq!(page.status(), StatusCode::OK);
     assert_eq!(header(&page, CONTENT_TYPE), "text/html; charset=utf-8");
@@ -300,12 +282,7 @@ async fn the_embedded_page_and_assets_are_typed_validated_and_locked_down() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(header(&response, CONTENT_TYPE), content_type);
         let etag = header(&response, ETAG).to_string();
-        let again = client
-            .get(url(&server, path))
-            .header(IF_NONE_MATCH, &etag)
-            .send()
-            .await
-            .unwrap();
+        let again = get_with(&server, path, IF_NONE_MATCH, &etag).await;
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
     }
 
