@@ -81,6 +81,18 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// channel's next offsets in order. Returns once the write is durable.
     async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Publication>, HistoryError>;
 
+    /// [`HistoryStore::append`] from a thread that may block: the node's
+    /// writer thread, which commits and then delivers without handing the
+    /// batch between threads. A store that writes with async I/O keeps this
+    /// default, which drives `append` on `runtime`.
+    fn append_blocking(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Publication>, HistoryError> {
+        runtime.block_on(self.append(batch))
+    }
+
     /// Up to `limit` messages, ascending by offset.
     async fn read(
         &self,

@@ -273,6 +273,14 @@ impl HistoryStore for SqliteHistory {
         self.blocking(move |inner| inner.append(batch)).await
     }
 
+    fn append_blocking(
+        &self,
+        _runtime: &tokio::runtime::Handle,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Publication>, HistoryError> {
+        self.inner.append(batch)
+    }
+
     async fn read(
         &self,
         channel: &ChannelName,
