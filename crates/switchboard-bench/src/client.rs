@@ -66,6 +66,16 @@ async fn handshake(
     ))
 }
 
+/// What a reader holds without reading again.
+pub enum Buffered {
+    /// A complete frame or event.
+    Item(BytesMut),
+    /// The connection's end (a close frame, or the stream's last chunk).
+    Ended,
+    /// Nothing complete yet: read more.
+    Empty,
+}
+
 pub struct FrameReader {
     read: OwnedReadHalf,
     buf: BytesMut,
@@ -90,20 +100,36 @@ impl FrameReader {
     /// The next text frame's payload; `None` when the connection ends.
     pub async fn next_text(&mut self) -> anyhow::Result<Option<BytesMut>> {
         loop {
-            if let Some((opcode, payload)) = self.parse()? {
-                match opcode {
-                    0x1 => return Ok(Some(payload)),
-                    0x8 => return Ok(None),
-                    _ => continue,
+            match self.buffered()? {
+                Buffered::Item(payload) => return Ok(Some(payload)),
+                Buffered::Ended => return Ok(None),
+                Buffered::Empty => {
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(64 * 1024);
-            }
-            if self.read.read_buf(&mut self.buf).await? == 0 {
-                return Ok(None);
+        }
+    }
+
+    /// The next text frame already read, without waiting.
+    pub fn buffered(&mut self) -> anyhow::Result<Buffered> {
+        while let Some((opcode, payload)) = self.parse()? {
+            match opcode {
+                0x1 => return Ok(Buffered::Item(payload)),
+                0x8 => return Ok(Buffered::Ended),
+                _ => continue,
             }
         }
+        Ok(Buffered::Empty)
+    }
+
+    /// Reads once from the socket; false when the connection has ended.
+    pub async fn fill(&mut self) -> anyhow::Result<bool> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(64 * 1024);
+        }
+        Ok(self.read.read_buf(&mut self.buf).await? > 0)
     }
 
     fn parse(&mut self) -> anyhow::Result<Option<(u8, BytesMut)>> {
@@ -177,7 +203,12 @@ pub async fn count_acks(
 /// The unsigned number after `"key":` in a JSON text, found by scanning.
 pub fn number_after(json: &[u8], key: &[u8]) -> Option<u64> {
     let at = find(json, key)? + key.len();
-    let digits = json[at..].iter().take_while(|b| b.is_ascii_digit());
+    leading_number(&json[at..])
+}
+
+/// The unsigned number `text` starts with.
+fn leading_number(text: &[u8]) -> Option<u64> {
+    let digits = text.iter().take_while(|b| b.is_ascii_digit());
     let mut value: u64 = 0;
     let mut any = false;
     for d in digits {
@@ -188,7 +219,31 @@ pub fn number_after(json: &[u8], key: &[u8]) -> Option<u64> {
 }
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
+}
+
+/// A key looked up in many messages: its searcher is built once, not per
+/// message (the load tool shares the cores with the server it measures).
+pub struct Key {
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl Key {
+    pub fn new(key: &'static [u8]) -> Key {
+        Key {
+            finder: memchr::memmem::Finder::new(key),
+        }
+    }
+
+    pub fn is_in(&self, json: &[u8]) -> bool {
+        self.finder.find(json).is_some()
+    }
+
+    /// The unsigned number right after the key.
+    pub fn number_in(&self, json: &[u8]) -> Option<u64> {
+        let at = self.finder.find(json)? + self.finder.needle().len();
+        leading_number(&json[at..])
+    }
 }
 
 #[cfg(test)]
@@ -201,5 +256,8 @@ mod tests {
         assert_eq!(number_after(json, br#""offset":"#), Some(42));
         assert_eq!(number_after(json, br#""msg":"t="#), Some(123_456));
         assert_eq!(number_after(json, br#""nope":"#), None);
+        assert_eq!(Key::new(br#""offset":"#).number_in(json), Some(42));
+        assert!(Key::new(br#""type":"message""#).is_in(json));
+        assert!(!Key::new(br#""type":"ack""#).is_in(json));
     }
 }

@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::find;
+use crate::client::{Buffered, find};
 
 /// One `GET /sse` stream.
 pub struct EventReader {
@@ -67,21 +67,39 @@ impl EventReader {
     /// `None` when the stream ends.
     pub async fn next_event(&mut self) -> anyhow::Result<Option<BytesMut>> {
         loop {
-            if let Some(end) = find(&self.body, b"\n\n") {
-                return Ok(Some(self.body.split_to(end + 2)));
-            }
-            if self.chunk == ChunkState::Done {
-                return Ok(None);
-            }
-            if !self.decode()? {
-                if self.raw.capacity() - self.raw.len() < 4096 {
-                    self.raw.reserve(64 * 1024);
-                }
-                if self.stream.read_buf(&mut self.raw).await? == 0 {
-                    return Ok(None);
+            match self.buffered()? {
+                Buffered::Item(event) => return Ok(Some(event)),
+                Buffered::Ended => return Ok(None),
+                Buffered::Empty => {
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
                 }
             }
         }
+    }
+
+    /// The next event already read, without waiting.
+    pub fn buffered(&mut self) -> anyhow::Result<Buffered> {
+        loop {
+            if let Some(end) = blank_line(&self.body) {
+                return Ok(Buffered::Item(self.body.split_to(end + 2)));
+            }
+            if self.chunk == ChunkState::Done {
+                return Ok(Buffered::Ended);
+            }
+            if !self.decode()? {
+                return Ok(Buffered::Empty);
+            }
+        }
+    }
+
+    /// Reads once from the socket; false when the connection has ended.
+    pub async fn fill(&mut self) -> anyhow::Result<bool> {
+        if self.raw.capacity() - self.raw.len() < 4096 {
+            self.raw.reserve(64 * 1024);
+        }
+        Ok(self.stream.read_buf(&mut self.raw).await? > 0)
     }
 
     /// Waits for an event containing `marker`.
@@ -141,4 +159,9 @@ impl EventReader {
             progressed = true;
         }
     }
+}
+
+/// Where the first `\n\n` (an event's end) starts.
+fn blank_line(body: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', body).find(|&i| body.get(i + 1) == Some(&b'\n'))
 }
