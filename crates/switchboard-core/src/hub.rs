@@ -10,8 +10,9 @@ use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use switchboard_proto::Publication;
 use switchboard_proto::native::ServerMessage;
 use switchboard_ws::{CloseCode, CloseFrame};
 
@@ -206,18 +207,23 @@ impl Hub {
         counts
     }
 
+    /// Delivers a run of events about one channel to each of its
+    /// subscribers. A run of several (a group commit's worth of messages)
+    /// is joined into one buffer per wire variant, so each subscriber costs
+    /// one queue operation and one shared-buffer reference for the whole
+    /// run, and its connection writes the run as one piece.
     fn fan_out(
         &self,
         channel: &ChannelName,
-        kind: EventKind,
+        frames: &[Arc<SharedFrame>],
         about: Option<&Username>,
-        json: String,
     ) {
-        let frame = Arc::new(SharedFrame::new(channel.clone(), kind, json));
         let mut shard = self.shard(channel).lock();
         let Some(state) = shard.get_mut(channel) else {
             return;
         };
+        let run_bytes: usize = frames.iter().map(|f| f.json().len()).sum();
+        let mut joined = JoinedRuns::default();
         for subscriber in state.subscribers.values_mut() {
             // Nobody is told about their own arrival or departure.
             if about.is_some_and(|name| {
@@ -228,18 +234,48 @@ impl Hub {
             let handle = &subscriber.handle;
             match &mut subscriber.catching_up {
                 Some(catch_up) => {
-                    catch_up.bytes += frame.json().len();
+                    catch_up.bytes += run_bytes;
                     if catch_up.bytes > handle.outbox.max_bytes() {
                         handle.outbox.close(slow_consumer_close());
                     } else {
-                        catch_up.held.push(frame.clone());
+                        catch_up.held.extend(frames.iter().cloned());
                     }
                 }
+                None if frames.len() > 1 && handle.wire.joins_events() => {
+                    push_or_close(&handle.outbox, joined.get(frames, &handle.wire));
+                }
                 None => {
-                    push_or_close(&handle.outbox, frame.frame_for(&handle.wire));
+                    for frame in frames {
+                        if !push_or_close(&handle.outbox, frame.frame_for(&handle.wire)) {
+                            break;
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+/// A run of frames joined into one buffer, once per wire variant met.
+#[derive(Default)]
+struct JoinedRuns {
+    /// Few entries: one per distinct wire among the subscribers.
+    variants: Vec<(Wire, Bytes)>,
+}
+
+impl JoinedRuns {
+    fn get(&mut self, frames: &[Arc<SharedFrame>], wire: &Wire) -> Bytes {
+        if let Some((_, bytes)) = self.variants.iter().find(|(w, _)| w == wire) {
+            return bytes.clone();
+        }
+        let parts: Vec<Bytes> = frames.iter().map(|f| f.frame_for(wire)).collect();
+        let mut run = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for part in &parts {
+            run.extend_from_slice(part);
+        }
+        let run = run.freeze();
+        self.variants.push((*wire, run.clone()));
+        run
     }
 }
 
@@ -262,6 +298,15 @@ fn sorted_names(presence: &HashMap<Username, u32>) -> Vec<String> {
     names
 }
 
+/// The frame every subscriber of `channel` gets for a stored message.
+fn message_frame(channel: ChannelName, publication: &Publication) -> Arc<SharedFrame> {
+    let json = ServerMessage::Message(publication).to_json();
+    let kind = EventKind::Message {
+        offset: publication.offset,
+    };
+    Arc::new(SharedFrame::new(channel, kind, json))
+}
+
 impl EventSink for Hub {
     fn deliver(&self, event: ChannelEvent) {
         match event {
@@ -269,11 +314,8 @@ impl EventSink for Hub {
                 channel,
                 publication,
             } => {
-                let json = ServerMessage::Message(&publication).to_json();
-                let kind = EventKind::Message {
-                    offset: publication.offset,
-                };
-                self.fan_out(&channel, kind, None, json);
+                let frame = message_frame(channel.clone(), &publication);
+                self.fan_out(&channel, &[frame], None);
             }
             ChannelEvent::Join { channel, username } => {
                 let json = ServerMessage::Join {
@@ -281,7 +323,8 @@ impl EventSink for Hub {
                     username: username.as_str(),
                 }
                 .to_json();
-                self.fan_out(&channel, EventKind::Join, Some(&username), json);
+                let frame = Arc::new(SharedFrame::new(channel.clone(), EventKind::Join, json));
+                self.fan_out(&channel, &[frame], Some(&username));
             }
             ChannelEvent::Leave { channel, username } => {
                 let json = ServerMessage::Leave {
@@ -289,8 +332,132 @@ impl EventSink for Hub {
                     username: username.as_str(),
                 }
                 .to_json();
-                self.fan_out(&channel, EventKind::Leave, Some(&username), json);
+                let frame = Arc::new(SharedFrame::new(channel.clone(), EventKind::Leave, json));
+                self.fan_out(&channel, &[frame], Some(&username));
             }
         }
+    }
+
+    /// Consecutive messages of one channel (a group commit's worth) go to
+    /// each subscriber together.
+    fn deliver_all(&self, events: Vec<ChannelEvent>) {
+        let mut run: Vec<Arc<SharedFrame>> = Vec::new();
+        let mut run_channel: Option<ChannelName> = None;
+        for event in events {
+            match event {
+                ChannelEvent::Message {
+                    channel,
+                    publication,
+                } => {
+                    if run_channel.as_ref() != Some(&channel) {
+                        if let Some(previous) = run_channel.take() {
+                            self.fan_out(&previous, &run, None);
+                            run.clear();
+                        }
+                        run_channel = Some(channel.clone());
+                    }
+                    run.push(message_frame(channel, &publication));
+                }
+                other => {
+                    if let Some(previous) = run_channel.take() {
+                        self.fan_out(&previous, &run, None);
+                        run.clear();
+                    }
+                    self.deliver(other);
+                }
+            }
+        }
+        if let Some(previous) = run_channel {
+            self.fan_out(&previous, &run, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::wire::{EventIds, FrameEncoder};
+
+    fn lobby() -> ChannelName {
+        ChannelName::parse("lobby").unwrap()
+    }
+
+    fn subscriber(hub: &Hub, id: ConnectionId, wire: Wire) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let handle = SubscriberHandle {
+            id,
+            username: Username::parse(&format!("user{id}")).unwrap(),
+            outbox: outbox.clone(),
+            wire,
+            in_presence: true,
+        };
+        hub.subscribe(&lobby(), handle).unwrap();
+        outbox
+    }
+
+    fn message(offset: u64) -> ChannelEvent {
+        ChannelEvent::Message {
+            channel: lobby(),
+            publication: Arc::new(Publication {
+                channel: "lobby".into(),
+                offset,
+                username: "ann".into(),
+                msg: format!("m{offset}"),
+                time: 0,
+            }),
+        }
+    }
+
+    fn frame(offset: u64, wire: &Wire) -> Bytes {
+        let ChannelEvent::Message { publication, .. } = message(offset) else {
+            unreachable!()
+        };
+        message_frame(lobby(), &publication).frame_for(wire)
+    }
+
+    fn taken(outbox: &Outbox) -> VecDeque<Bytes> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut frames = VecDeque::new();
+        match outbox.poll_take(&mut cx, &mut frames, true) {
+            Poll::Ready(_) => frames,
+            Poll::Pending => VecDeque::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_of_messages_reaches_a_live_subscriber_as_one_buffer_in_order() {
+        let hub = Hub::default();
+        let ws = Wire::WebSocket(FrameEncoder::plain());
+        let outbox = subscriber(&hub, 1, ws);
+        hub.go_live(&lobby(), 1, 0);
+        hub.deliver_all(vec![message(1), message(2), message(3)]);
+        let frames = taken(&outbox);
+        assert_eq!(frames.len(), 1, "one buffer for the run");
+        let expected: Vec<u8> = (1..=3).flat_map(|o| frame(o, &ws).to_vec()).collect();
+        assert_eq!(frames[0], expected);
+    }
+
+    #[test]
+    fn a_stream_of_several_channels_gets_the_run_event_by_event() {
+        let hub = Hub::default();
+        let sse = Wire::EventStream(EventIds::ChannelAndOffset);
+        let outbox = subscriber(&hub, 1, sse);
+        hub.go_live(&lobby(), 1, 0);
+        hub.deliver_all(vec![message(1), message(2)]);
+        assert_eq!(taken(&outbox), [frame(1, &sse), frame(2, &sse)]);
+    }
+
+    #[test]
+    fn a_catching_up_subscriber_holds_the_run_and_skips_what_history_sent() {
+        let hub = Hub::default();
+        let ws = Wire::WebSocket(FrameEncoder::plain());
+        let outbox = subscriber(&hub, 1, ws);
+        hub.deliver_all(vec![message(1), message(2), message(3)]);
+        assert!(taken(&outbox).is_empty(), "held during the replay");
+        hub.go_live(&lobby(), 1, 2);
+        assert_eq!(taken(&outbox), [frame(3, &ws)]);
     }
 }

@@ -509,13 +509,19 @@ impl GroupCommit {
         let channels: Vec<ChannelName> = batch.iter().map(|m| m.channel.clone()).collect();
         match self.history.append_blocking(&self.runtime, batch) {
             Ok(stored) => {
-                for ((publication, channel), ack) in stored.into_iter().zip(channels).zip(acks) {
-                    let publication = Arc::new(publication);
-                    self.broker.publish(ChannelEvent::Message {
+                let publications: Vec<Arc<Publication>> =
+                    stored.into_iter().map(Arc::new).collect();
+                let events = publications
+                    .iter()
+                    .zip(channels)
+                    .map(|(publication, channel)| ChannelEvent::Message {
                         channel,
                         publication: publication.clone(),
-                    });
-                    ack.succeed(&publication);
+                    })
+                    .collect();
+                self.broker.publish_all(events);
+                for (publication, ack) in publications.iter().zip(acks) {
+                    ack.succeed(publication);
                 }
             }
             Err(error) => {

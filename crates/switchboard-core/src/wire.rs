@@ -53,6 +53,13 @@ impl EventKind {
 }
 
 impl Wire {
+    /// Whether several events may travel as one buffer. Not for an SSE
+    /// stream of several channels: it writes a resume point after each
+    /// message event, so it needs them one by one.
+    pub fn joins_events(&self) -> bool {
+        !matches!(self, Wire::EventStream(EventIds::ChannelAndOffset))
+    }
+
     /// A frame for this connection alone (replies such as `ack`).
     pub fn encode_text(&self, json: &str) -> Bytes {
         match self {

@@ -25,4 +25,10 @@ impl Broker for MemoryBroker {
             sink.deliver(event);
         }
     }
+
+    fn publish_all(&self, events: Vec<ChannelEvent>) {
+        if let Some(sink) = self.sink.get() {
+            sink.deliver_all(events);
+        }
+    }
 }

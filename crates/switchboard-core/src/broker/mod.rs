@@ -39,6 +39,14 @@ pub enum ChannelEvent {
 /// Receives every event a broker delivers: the node's hub.
 pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, event: ChannelEvent);
+
+    /// Delivers events in order; a sink may deliver a channel's run of
+    /// messages together (one queue operation per subscriber, not per message).
+    fn deliver_all(&self, events: Vec<ChannelEvent>) {
+        for event in events {
+            self.deliver(event);
+        }
+    }
 }
 
 /// Fans channel events out to every node.
@@ -46,4 +54,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes in order: two events published one after the other by the
     /// same caller reach every node in that order.
     fn publish(&self, event: ChannelEvent);
+
+    /// Publishes events in order, as consecutive [`Broker::publish`] calls
+    /// would; a broker may pass them on as one batch.
+    fn publish_all(&self, events: Vec<ChannelEvent>) {
+        for event in events {
+            self.publish(event);
+        }
+    }
 }
