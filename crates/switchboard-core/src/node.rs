@@ -24,7 +24,7 @@ use crate::history::{
     StreamPosition,
 };
 use crate::hub::{ConnectionId, Hub, SubscribeError, SubscriberHandle, push_or_close};
-use crate::outbox::PushError;
+use crate::outbox::{PushError, defer_wakes};
 use crate::user::Username;
 use crate::wire::{EventKind, SharedFrame};
 
@@ -519,10 +519,14 @@ impl GroupCommit {
                         publication: publication.clone(),
                     })
                     .collect();
-                self.broker.publish_all(events);
+                // Subscribers' wake-ups wait until the acks are queued: a
+                // publisher with a window of messages in flight sends its
+                // next ones that much sooner.
+                let subscribers = defer_wakes(|| self.broker.publish_all(events));
                 for (publication, ack) in publications.iter().zip(acks) {
                     ack.succeed(publication);
                 }
+                subscribers.wake_all();
             }
             Err(error) => {
                 tracing::warn!("append failed: {error}");

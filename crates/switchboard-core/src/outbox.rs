@@ -6,9 +6,10 @@
 //! queue is bounded in bytes; what happens when it is full is the caller's
 //! policy (a lagging subscriber is disconnected, never waited for).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
@@ -23,6 +24,41 @@ pub enum PushError {
     Full,
     #[error("connection closed")]
     Closed,
+}
+
+thread_local! {
+    /// Wake-ups held back by [`defer_wakes`] on this thread.
+    static DEFERRED_WAKES: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
+}
+
+/// Runs `queue` (pushes into outboxes) holding back the wake-ups it causes,
+/// and returns them: the caller can let other tasks run first. The group
+/// commit uses it so that publishers, woken for their `ack`, go ahead of
+/// the thousand subscribers woken for the message; the frames themselves
+/// are queued in the same order either way.
+pub fn defer_wakes(queue: impl FnOnce()) -> HeldWakes {
+    let outer = DEFERRED_WAKES.with_borrow_mut(|deferred| deferred.replace(Vec::new()));
+    queue();
+    let held = DEFERRED_WAKES.with_borrow_mut(|deferred| std::mem::replace(deferred, outer));
+    HeldWakes(held.unwrap_or_default())
+}
+
+/// Wake-ups held back by [`defer_wakes`]; woken on [`HeldWakes::wake_all`]
+/// or when dropped, so none is ever lost.
+#[derive(Debug)]
+#[must_use = "held wake-ups must be woken"]
+pub struct HeldWakes(Vec<Waker>);
+
+impl HeldWakes {
+    pub fn wake_all(self) {}
+}
+
+impl Drop for HeldWakes {
+    fn drop(&mut self) {
+        for waker in self.0.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 /// A bounded queue of encoded frames for one connection.
@@ -99,9 +135,24 @@ impl Outbox {
         drop(state);
         // One wake per batch: the task drains everything queued when it runs.
         if was_empty {
-            self.waker.wake();
+            self.wake();
         }
         Ok(())
+    }
+
+    /// Wakes the connection task now, or later if this thread is inside
+    /// [`defer_wakes`].
+    fn wake(&self) {
+        let deferred = DEFERRED_WAKES.with_borrow_mut(|deferred| match deferred {
+            Some(wakers) => {
+                wakers.extend(self.waker.take());
+                true
+            }
+            None => false,
+        });
+        if !deferred {
+            self.waker.wake();
+        }
     }
 
     /// Asks the connection to close with `frame` once what is queued is sent.
@@ -244,6 +295,21 @@ mod tests {
         assert_eq!(t.bytes, 2);
         assert_eq!(taken, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn deferred_wakes_come_when_released() {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(100);
+        let mut taken = VecDeque::new();
+        assert!(outbox.poll_take(&mut cx, &mut taken, true).is_pending());
+        let held = defer_wakes(|| outbox.try_push(Bytes::from_static(b"a")).unwrap());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+        assert_eq!(outbox.queued_bytes(), 1, "queued at once");
+        held.wake_all();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -121,6 +121,38 @@ async fn two_clients_see_each_others_messages_in_the_same_order() {
 }
 
 #[tokio::test]
+async fn a_subscribed_publisher_gets_each_message_before_its_ack() {
+    let server = TestServer::start().await;
+    let (mut alice, _) = ChatClient::connect(server.addr, "/ws?user=alice").await;
+    alice
+        .subscribe(json!({"type":"subscribe","channel":"lobby"}))
+        .await;
+    // Pipelined, so group commits carry several messages at once.
+    for i in 0..50 {
+        alice
+            .send(json!({"type":"publish","channel":"lobby","msg":format!("m{i}"),"id":i}))
+            .await;
+    }
+    let mut delivered = HashSet::new();
+    let mut acks = 0;
+    while acks < 50 {
+        let m = alice.recv().await;
+        let offset = m["offset"].as_u64().unwrap();
+        match m["type"].as_str().unwrap() {
+            "message" => {
+                delivered.insert(offset);
+            }
+            "ack" => {
+                assert!(delivered.contains(&offset), "ack for {offset} came first");
+                acks += 1;
+            }
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    assert_eq!(delivered.len(), 50);
+}
+
+#[tokio::test]
 async fn the_username_comes_from_the_connection_not_the_message() {
     let server = TestServer::start().await;
     let (mut mallory, _) = ChatClient::connect(server.addr, "/ws?user=mallory&channel=lobby").await;
