@@ -268,10 +268,9 @@ impl JoinedRuns {
         if let Some((_, bytes)) = self.variants.iter().find(|(w, _)| w == wire) {
             return bytes.clone();
         }
-        let parts: Vec<Bytes> = frames.iter().map(|f| f.frame_for(wire)).collect();
-        let mut run = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        for part in &parts {
-            run.extend_from_slice(part);
+        let mut run = BytesMut::new();
+        for frame in frames {
+            run.extend_from_slice(&frame.frame_for(wire));
         }
         let run = run.freeze();
         self.variants.push((*wire, run.clone()));

@@ -50,14 +50,20 @@ pub fn defer_wakes(queue: impl FnOnce()) -> HeldWakes {
 pub struct HeldWakes(Vec<Waker>);
 
 impl HeldWakes {
-    pub fn wake_all(self) {}
+    pub fn wake_all(mut self) {
+        self.wake_remaining();
+    }
+
+    fn wake_remaining(&mut self) {
+        for waker in self.0.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 impl Drop for HeldWakes {
     fn drop(&mut self) {
-        for waker in self.0.drain(..) {
-            waker.wake();
-        }
+        self.wake_remaining();
     }
 }
 

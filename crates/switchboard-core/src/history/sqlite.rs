@@ -25,6 +25,9 @@ use crate::channel::ChannelName;
 /// The file inside the data directory.
 pub const DATABASE_FILE: &str = "switchboard.db";
 
+/// Most rows one retention transaction deletes.
+const TRIM_CHUNK: u64 = 2_000;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
     name        TEXT PRIMARY KEY,
@@ -109,6 +112,16 @@ fn open_connection(path: &Path) -> Result<Connection, HistoryError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
+}
+
+/// The oldest offset still stored for `channel`, if any.
+fn first_offset(conn: &Connection, channel: &str) -> Result<Option<u64>, HistoryError> {
+    let first = conn.query_row(
+        "SELECT MIN(offset) FROM messages WHERE channel = ?1",
+        [channel],
+        |row| row.get::<_, Option<i64>>(0),
+    )?;
+    Ok(first.map(|o| o as u64))
 }
 
 fn load_channels(conn: &Connection) -> Result<HashMap<ChannelName, ChannelMeta>, HistoryError> {
@@ -236,6 +249,10 @@ impl Inner {
         Ok(HistoryPage { epoch, messages })
     }
 
+    /// Drops what `retention` no longer keeps, oldest first, in
+    /// transactions of at most [`TRIM_CHUNK`] rows: between them appends
+    /// get the writer, so a large trim (millions of rows after a burst)
+    /// never holds publishing up for long.
     fn trim(&self, retention: Retention, now_millis: u64) -> Result<u64, HistoryError> {
         let channels: Vec<(ChannelName, u64)> = self
             .channels
@@ -246,24 +263,57 @@ impl Inner {
         let cutoff = retention
             .max_age
             .map(|age| now_millis.saturating_sub(age.as_millis() as u64));
-        let conn = self.writer.lock();
         let mut removed = 0;
         for (channel, last_offset) in channels {
-            let keep_from = last_offset.saturating_sub(retention.max_count);
-            if keep_from > 0 {
-                removed += conn
-                    .prepare_cached("DELETE FROM messages WHERE channel = ?1 AND offset <= ?2")?
-                    .execute(params![channel.as_str(), keep_from as i64])?
-                    as u64;
+            let Some(mut oldest) = first_offset(&self.writer.lock(), channel.as_str())? else {
+                continue;
+            };
+            // Offsets are gap-free from the oldest kept one, so chunks are
+            // ranges of offsets.
+            let keep_from = last_offset.saturating_sub(retention.max_count) + 1;
+            while oldest < keep_from {
+                let end = keep_from.min(oldest + TRIM_CHUNK);
+                removed += self.delete_range(&channel, oldest, end, None)?;
+                oldest = end;
             }
+            // Times grow with offsets: stop at the first chunk that is not
+            // entirely too old.
             if let Some(cutoff) = cutoff {
-                removed += conn
-                    .prepare_cached("DELETE FROM messages WHERE channel = ?1 AND time < ?2")?
-                    .execute(params![channel.as_str(), cutoff as i64])?
-                    as u64;
+                loop {
+                    let end = oldest + TRIM_CHUNK;
+                    let deleted = self.delete_range(&channel, oldest, end, Some(cutoff))?;
+                    removed += deleted;
+                    if deleted < TRIM_CHUNK {
+                        break;
+                    }
+                    oldest = end;
+                }
             }
         }
         Ok(removed)
+    }
+
+    /// Deletes `channel`'s messages with `start <= offset < end` (and, with
+    /// a cutoff, `time < cutoff`) in one transaction.
+    fn delete_range(
+        &self,
+        channel: &ChannelName,
+        start: u64,
+        end: u64,
+        older_than: Option<u64>,
+    ) -> Result<u64, HistoryError> {
+        let conn = self.writer.lock();
+        let deleted = conn
+            .prepare_cached(
+                "DELETE FROM messages WHERE channel = ?1 AND offset >= ?2 AND offset < ?3 AND time < ?4",
+            )?
+            .execute(params![
+                channel.as_str(),
+                start as i64,
+                end as i64,
+                older_than.map_or(i64::MAX, |t| t as i64),
+            ])?;
+        Ok(deleted as u64)
     }
 }
 
@@ -327,20 +377,6 @@ impl HistoryStore for SqliteHistory {
 mod tests {
     use super::*;
     use crate::user::Username;
-    use rusqlite::OptionalExtension;
-
-    /// The oldest offset still stored for `channel`, if any.
-    fn first_offset(conn: &Connection, channel: &str) -> Result<Option<u64>, HistoryError> {
-        Ok(conn
-            .query_row(
-                "SELECT MIN(offset) FROM messages WHERE channel = ?1",
-                [channel],
-                |row| row.get::<_, Option<i64>>(0),
-            )
-            .optional()?
-            .flatten()
-            .map(|o| o as u64))
-    }
 
     fn message(channel: &str, msg: &str, time: u64) -> NewMessage {
         NewMessage {
@@ -471,5 +507,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next[0].offset, 11);
+    }
+
+    #[tokio::test]
+    async fn trims_more_than_a_chunk_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        let total = TRIM_CHUNK * 2 + 500;
+        // Message i has time i ms, in both channels.
+        let batch = (1..=total)
+            .flat_map(|i| [message("lobby", "m", i), message("other", "m", i)])
+            .collect();
+        store.append(batch).await.unwrap();
+        let by_count = Retention {
+            max_count: 100,
+            max_age: None,
+        };
+        // Both channels keep their newest 100; `now` is before every message.
+        assert_eq!(store.trim(by_count, 0).await.unwrap(), 2 * (total - 100));
+        let first = first_offset(&store.inner.reader.lock(), "lobby").unwrap();
+        assert_eq!(first, Some(total - 99));
+        // By age, across chunks: a fresh channel, keep the last 50 ms.
+        let batch = (1..=total).map(|i| message("aged", "m", i)).collect();
+        store.append(batch).await.unwrap();
+        let by_age = Retention {
+            max_count: u64::MAX,
+            max_age: Some(std::time::Duration::from_millis(50)),
+        };
+        // Cutoff total - 49: lobby and other lose 50 each, aged all but 50.
+        let removed = store.trim(by_age, total + 1).await.unwrap();
+        assert_eq!(removed, 50 + 50 + (total - 50));
+        let first = first_offset(&store.inner.reader.lock(), "aged").unwrap();
+        assert_eq!(first, Some(total - 49));
     }
 }
