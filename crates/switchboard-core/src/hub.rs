@@ -340,34 +340,41 @@ impl EventSink for Hub {
     /// Consecutive messages of one channel (a group commit's worth) go to
     /// each subscriber together.
     fn deliver_all(&self, events: Vec<ChannelEvent>) {
-        let mut run: Vec<Arc<SharedFrame>> = Vec::new();
-        let mut run_channel: Option<ChannelName> = None;
+        let mut run: Option<MessageRun> = None;
         for event in events {
             match event {
                 ChannelEvent::Message {
                     channel,
                     publication,
                 } => {
-                    if run_channel.as_ref() != Some(&channel) {
-                        if let Some(previous) = run_channel.take() {
-                            self.fan_out(&previous, &run, None);
-                            run.clear();
+                    let frame = message_frame(channel.clone(), &publication);
+                    match &mut run {
+                        Some((run_channel, frames)) if *run_channel == channel => {
+                            frames.push(frame)
                         }
-                        run_channel = Some(channel.clone());
+                        _ => {
+                            self.fan_out_run(run.take());
+                            run = Some((channel, vec![frame]));
+                        }
                     }
-                    run.push(message_frame(channel, &publication));
                 }
                 other => {
-                    if let Some(previous) = run_channel.take() {
-                        self.fan_out(&previous, &run, None);
-                        run.clear();
-                    }
+                    self.fan_out_run(run.take());
                     self.deliver(other);
                 }
             }
         }
-        if let Some(previous) = run_channel {
-            self.fan_out(&previous, &run, None);
+        self.fan_out_run(run);
+    }
+}
+
+/// Consecutive messages of one channel.
+type MessageRun = (ChannelName, Vec<Arc<SharedFrame>>);
+
+impl Hub {
+    fn fan_out_run(&self, run: Option<MessageRun>) {
+        if let Some((channel, frames)) = run {
+            self.fan_out(&channel, &frames, None);
         }
     }
 }

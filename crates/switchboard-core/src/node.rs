@@ -467,8 +467,6 @@ impl Node {
     }
 }
 
-/// The group-commit loop: one transaction per batch of queued appends; then
-/// delivery and acks in offset order.
 /// The writer: takes every queued publish (up to `max_batch`) into one
 /// durable append, then delivers the batch in offset order and acks it.
 /// Ends when the node, holder of the queue's sender, is dropped.
