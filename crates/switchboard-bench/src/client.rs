@@ -66,6 +66,31 @@ async fn handshake(
     ))
 }
 
+/// A connection read as a sequence of items (WebSocket text frames, SSE
+/// events): what was read already, then one more read.
+pub trait Incoming {
+    /// The next item already read, without waiting.
+    fn buffered(&mut self) -> anyhow::Result<Buffered>;
+
+    /// Reads once from the socket; false when the connection has ended.
+    async fn fill(&mut self) -> anyhow::Result<bool>;
+
+    /// The next item; `None` when the connection ends.
+    async fn next_item(&mut self) -> anyhow::Result<Option<BytesMut>> {
+        loop {
+            match self.buffered()? {
+                Buffered::Item(item) => return Ok(Some(item)),
+                Buffered::Ended => return Ok(None),
+                Buffered::Empty => {
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What a reader holds without reading again.
 pub enum Buffered {
     /// A complete frame or event.
@@ -99,21 +124,13 @@ impl FrameReader {
 
     /// The next text frame's payload; `None` when the connection ends.
     pub async fn next_text(&mut self) -> anyhow::Result<Option<BytesMut>> {
-        loop {
-            match self.buffered()? {
-                Buffered::Item(payload) => return Ok(Some(payload)),
-                Buffered::Ended => return Ok(None),
-                Buffered::Empty => {
-                    if !self.fill().await? {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
+        self.next_item().await
     }
+}
 
+impl Incoming for FrameReader {
     /// The next text frame already read, without waiting.
-    pub fn buffered(&mut self) -> anyhow::Result<Buffered> {
+    fn buffered(&mut self) -> anyhow::Result<Buffered> {
         while let Some((opcode, payload)) = self.parse()? {
             match opcode {
                 0x1 => return Ok(Buffered::Item(payload)),
@@ -124,14 +141,15 @@ impl FrameReader {
         Ok(Buffered::Empty)
     }
 
-    /// Reads once from the socket; false when the connection has ended.
-    pub async fn fill(&mut self) -> anyhow::Result<bool> {
+    async fn fill(&mut self) -> anyhow::Result<bool> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(64 * 1024);
         }
         Ok(self.read.read_buf(&mut self.buf).await? > 0)
     }
+}
 
+impl FrameReader {
     fn parse(&mut self) -> anyhow::Result<Option<(u8, BytesMut)>> {
         let buf = &self.buf[..];
         if buf.len() < 2 {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 
-use crate::client::{self, Buffered, FrameWriter, Key};
+use crate::client::{self, Buffered, FrameWriter, Incoming, Key};
 use crate::cpu::cpu_time;
 use crate::sse::EventReader;
 use crate::{LATENCY_ROWS, Report, fresh_channel, latency_histogram, latency_rows};

@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::{Buffered, find};
+use crate::client::{Buffered, Incoming, find};
 
 /// One `GET /sse` stream.
 pub struct EventReader {
@@ -63,48 +63,9 @@ impl EventReader {
         })
     }
 
-    /// The next event (its lines, up to and including the blank line);
-    /// `None` when the stream ends.
-    pub async fn next_event(&mut self) -> anyhow::Result<Option<BytesMut>> {
-        loop {
-            match self.buffered()? {
-                Buffered::Item(event) => return Ok(Some(event)),
-                Buffered::Ended => return Ok(None),
-                Buffered::Empty => {
-                    if !self.fill().await? {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The next event already read, without waiting.
-    pub fn buffered(&mut self) -> anyhow::Result<Buffered> {
-        loop {
-            if let Some(end) = blank_line(&self.body) {
-                return Ok(Buffered::Item(self.body.split_to(end + 2)));
-            }
-            if self.chunk == ChunkState::Done {
-                return Ok(Buffered::Ended);
-            }
-            if !self.decode()? {
-                return Ok(Buffered::Empty);
-            }
-        }
-    }
-
-    /// Reads once from the socket; false when the connection has ended.
-    pub async fn fill(&mut self) -> anyhow::Result<bool> {
-        if self.raw.capacity() - self.raw.len() < 4096 {
-            self.raw.reserve(64 * 1024);
-        }
-        Ok(self.stream.read_buf(&mut self.raw).await? > 0)
-    }
-
     /// Waits for an event containing `marker`.
     pub async fn wait_for(&mut self, marker: &[u8]) -> anyhow::Result<()> {
-        while let Some(event) = self.next_event().await? {
+        while let Some(event) = self.next_item().await? {
             if find(&event, marker).is_some() {
                 return Ok(());
             }
@@ -158,6 +119,31 @@ impl EventReader {
             }
             progressed = true;
         }
+    }
+}
+
+impl Incoming for EventReader {
+    /// The next event already read, without waiting.
+    fn buffered(&mut self) -> anyhow::Result<Buffered> {
+        loop {
+            if let Some(end) = blank_line(&self.body) {
+                return Ok(Buffered::Item(self.body.split_to(end + 2)));
+            }
+            if self.chunk == ChunkState::Done {
+                return Ok(Buffered::Ended);
+            }
+            if !self.decode()? {
+                return Ok(Buffered::Empty);
+            }
+        }
+    }
+
+    /// Reads once from the socket; false when the connection has ended.
+    async fn fill(&mut self) -> anyhow::Result<bool> {
+        if self.raw.capacity() - self.raw.len() < 4096 {
+            self.raw.reserve(64 * 1024);
+        }
+        Ok(self.stream.read_buf(&mut self.raw).await? > 0)
     }
 }
 
