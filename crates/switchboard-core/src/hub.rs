@@ -322,8 +322,7 @@ impl EventSink for Hub {
                     username: username.as_str(),
                 }
                 .to_json();
-                let frame = Arc::new(SharedFrame::new(channel.clone(), EventKind::Join, json));
-                self.fan_out(&channel, &[frame], Some(&username));
+                self.announce(channel, EventKind::Join, &username, json);
             }
             ChannelEvent::Leave { channel, username } => {
                 let json = ServerMessage::Leave {
@@ -331,8 +330,7 @@ impl EventSink for Hub {
                     username: username.as_str(),
                 }
                 .to_json();
-                let frame = Arc::new(SharedFrame::new(channel.clone(), EventKind::Leave, json));
-                self.fan_out(&channel, &[frame], Some(&username));
+                self.announce(channel, EventKind::Leave, &username, json);
             }
         }
     }
@@ -372,6 +370,12 @@ impl EventSink for Hub {
 type MessageRun = (ChannelName, Vec<Arc<SharedFrame>>);
 
 impl Hub {
+    /// A presence event about `username`, to everyone else in the channel.
+    fn announce(&self, channel: ChannelName, kind: EventKind, username: &Username, json: String) {
+        let frame = Arc::new(SharedFrame::new(channel.clone(), kind, json));
+        self.fan_out(&channel, &[frame], Some(username));
+    }
+
     fn fan_out_run(&self, run: Option<MessageRun>) {
         if let Some((channel, frames)) = run {
             self.fan_out(&channel, &frames, None);

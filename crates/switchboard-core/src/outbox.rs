@@ -267,6 +267,19 @@ mod tests {
         }
     }
 
+    fn counting_waker() -> (Arc<CountingWaker>, Waker) {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
+    /// An empty outbox whose task (`cx`) waits for a frame.
+    fn waiting_outbox(cx: &mut Context<'_>) -> (Outbox, VecDeque<Bytes>) {
+        let outbox = Outbox::new(100);
+        let mut taken = VecDeque::new();
+        assert!(outbox.poll_take(cx, &mut taken, true).is_pending());
+        (outbox, taken)
+    }
+
     #[test]
     fn refuses_frames_past_the_byte_limit() {
         let outbox = Outbox::new(10);
@@ -286,12 +299,9 @@ mod tests {
 
     #[test]
     fn wakes_once_per_batch_and_hands_over_everything() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-        let outbox = Outbox::new(100);
-        let mut taken = VecDeque::new();
-        assert!(outbox.poll_take(&mut cx, &mut taken, true).is_pending());
+        let (outbox, mut taken) = waiting_outbox(&mut cx);
         outbox.try_push(Bytes::from_static(b"a")).unwrap();
         outbox.try_push(Bytes::from_static(b"b")).unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
@@ -305,12 +315,9 @@ mod tests {
 
     #[test]
     fn deferred_wakes_come_when_released() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-        let outbox = Outbox::new(100);
-        let mut taken = VecDeque::new();
-        assert!(outbox.poll_take(&mut cx, &mut taken, true).is_pending());
+        let (outbox, _taken) = waiting_outbox(&mut cx);
         let held = defer_wakes(|| outbox.try_push(Bytes::from_static(b"a")).unwrap());
         assert_eq!(counter.0.load(Ordering::SeqCst), 0);
         assert_eq!(outbox.queued_bytes(), 1, "queued at once");
