@@ -3,7 +3,8 @@
 # switchboard-bench against switchboard (fresh data dir) and against the
 # tokio-tungstenite baseline (bench/baseline) in the same run, then writes
 # target/bench/report.json (medians, switchboard/baseline ratios) and
-# target/bench/report.svg.
+# target/bench/report.svg. Last, the `floor` scenario measures the kernel's
+# cost of one loopback write per delivery, with no server at all.
 #
 # Env: BENCH_RUNS (3)  BENCH_DURATION (10s)  BENCH_SUBSCRIBERS (1000)
 #      BENCH_IDLE_CONNECTIONS (15000)  BENCH_THREADS (2, load tool workers)
@@ -82,5 +83,13 @@ for target in switchboard baseline; do
     stop
 done
 trap - EXIT
+
+# No server: what one loopback write per delivery costs on this machine,
+# the floor under both targets' CPU per delivery at a fixed rate.
+for run in $(seq 1 "$runs"); do
+    echo "bench.sh: floor run $run" >&2
+    ./target/release/switchboard-bench --json floor --connections "$subscribers" --rate 200 \
+        --duration "$duration" >"$out/floor-fanout-rate-$run.json"
+done
 
 ./target/release/switchboard-bench report "$out"

@@ -1,4 +1,4 @@
-//! CPU time of a process, from `/proc/PID/stat`.
+//! CPU time of a process or thread, from `/proc/PID/stat`.
 
 use std::time::Duration;
 
@@ -8,6 +8,15 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_owned(),
     };
+    stat_cpu_time(&path)
+}
+
+/// User + system CPU time of the calling thread.
+pub fn thread_cpu_time() -> Option<Duration> {
+    stat_cpu_time("/proc/thread-self/stat")
+}
+
+fn stat_cpu_time(path: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -29,5 +38,18 @@ mod tests {
     #[test]
     fn reads_its_own_cpu_time() {
         assert!(super::cpu_time(None).is_some());
+    }
+
+    #[test]
+    fn a_busy_thread_accrues_cpu_time() {
+        let start = super::thread_cpu_time().expect("thread stat");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let mut spins = 0u64;
+        while std::time::Instant::now() < deadline {
+            spins = std::hint::black_box(spins + 1);
+        }
+        let spent = super::thread_cpu_time().expect("thread stat") - start;
+        // Ticks are 10 ms; a thread that spun for 200 ms shows at least half.
+        assert!(spent >= std::time::Duration::from_millis(100), "{spent:?}");
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::MissedTickBehavior;
 use crate::client::{self, Buffered, FrameWriter, Incoming, Key};
 use crate::cpu::cpu_time;
 use crate::sse::EventReader;
-use crate::{LATENCY_ROWS, Report, fresh_channel, latency_histogram, latency_rows};
+use crate::{LATENCY_ROWS, Report, SharedLatency, fresh_channel, latency_rows};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -67,6 +67,7 @@ impl Subscriber {
                 let path = format!("/ws?user=sub{user}&channel={channel}");
                 let (mut reader, writer) = client::connect(server, &path).await?;
                 reader.wait_for(br#""type":"subscribed""#).await?;
+                reader.delay_acks()?;
                 Ok(Subscriber::WebSocket {
                     reader,
                     _writer: writer,
@@ -76,6 +77,7 @@ impl Subscriber {
                 let path = format!("/sse?channel={channel}");
                 let mut reader = EventReader::connect(server, &path).await?;
                 reader.wait_for(b"event: presence").await?;
+                reader.delay_acks()?;
                 Ok(Subscriber::EventStream(reader))
             }
         }
@@ -106,7 +108,6 @@ struct SubscriberStats {
     received: u64,
     duplicates: u64,
     gaps: u64,
-    latency: hdrhistogram::Histogram<u64>,
 }
 
 pub async fn run(
@@ -118,6 +119,8 @@ pub async fn run(
     let base = Instant::now();
     let deliveries = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let latency = Arc::new(SharedLatency::new(threads));
 
     let mut subscribers = Vec::with_capacity(args.subscribers);
     let connected = crate::progress::counter("subscribing", args.subscribers);
@@ -134,7 +137,10 @@ pub async fn run(
             let subscriber = c.await??;
             let deliveries = deliveries.clone();
             let stop = stop_rx.clone();
-            subscribers.push(tokio::spawn(receive(subscriber, base, deliveries, stop)));
+            let latency = latency.clone();
+            subscribers.push(tokio::spawn(receive(
+                subscriber, base, deliveries, latency, stop,
+            )));
             connected.inc(1);
         }
     }
@@ -191,15 +197,14 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drop(writers);
 
-    let mut latency = latency_histogram();
     let (mut received, mut duplicates, mut gaps) = (0, 0, 0);
     for s in subscribers {
         let stats = s.await?;
         received += stats.received;
         duplicates += stats.duplicates;
         gaps += stats.gaps;
-        latency.add(&stats.latency)?;
     }
+    let latency = latency.merged()?;
     let unique = received - duplicates;
     let mut rows = vec![
         ("subscribers", args.subscribers as f64, ""),
@@ -236,59 +241,91 @@ async fn receive(
     mut subscriber: Subscriber,
     base: Instant,
     deliveries: Arc<AtomicU64>,
+    latency: Arc<SharedLatency>,
     mut stop: watch::Receiver<bool>,
 ) -> SubscriberStats {
-    let mut stats = SubscriberStats {
-        received: 0,
-        duplicates: 0,
-        gaps: 0,
-        latency: latency_histogram(),
+    let mut tally = Tally {
+        stats: SubscriberStats {
+            received: 0,
+            duplicates: 0,
+            gaps: 0,
+        },
+        last_offset: 0,
+        message: Key::new(br#""type":"message""#),
+        offset: Key::new(br#""offset":"#),
+        sent: Key::new(br#""msg":"t="#),
     };
-    let mut last_offset = 0;
-    let message = Key::new(br#""type":"message""#);
-    let offset_key = Key::new(br#""offset":"#);
-    let sent_key = Key::new(br#""msg":"t="#);
+    // Waited on across reads, so it registers with the channel once.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     // Every frame a read brings is handled before the next read, with one
     // clock reading and one shared-counter update per read, not per frame:
     // the load tool shares the machine's cores with the server under test.
-    'connection: loop {
+    loop {
         let now = base.elapsed().as_micros() as u64;
-        let mut batch = 0;
-        loop {
-            let frame = match subscriber.buffered() {
-                Ok(Buffered::Item(frame)) => frame,
-                Ok(Buffered::Empty) => break,
-                Ok(Buffered::Ended) | Err(_) => break 'connection,
-            };
-            if !message.is_in(&frame) {
-                continue;
-            }
-            batch += 1;
-            if let Some(offset) = offset_key.number_in(&frame) {
-                if offset <= last_offset {
-                    stats.duplicates += 1;
-                } else if offset != last_offset + 1 && last_offset != 0 {
-                    stats.gaps += 1;
-                }
-                last_offset = last_offset.max(offset);
-            }
-            if let Some(sent) = sent_key.number_in(&frame) {
-                let _ = stats.latency.record(now.saturating_sub(sent).max(1));
-            }
-        }
+        let Some(batch) = tally.drain(&mut subscriber, now, &latency) else {
+            break;
+        };
         if batch > 0 {
-            stats.received += batch;
             deliveries.fetch_add(batch, Ordering::Relaxed);
         }
         let filled = tokio::select! {
             filled = subscriber.fill() => filled,
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
         };
         if !matches!(filled, Ok(true)) {
             break;
         }
     }
-    stats
+    tally.stats
+}
+
+/// One subscriber's count of what it received.
+struct Tally {
+    stats: SubscriberStats,
+    last_offset: u64,
+    message: Key,
+    offset: Key,
+    sent: Key,
+}
+
+impl Tally {
+    /// Counts every message already read, recording latencies as of `now`;
+    /// how many there were, or `None` once the connection has ended.
+    fn drain(
+        &mut self,
+        subscriber: &mut Subscriber,
+        now: u64,
+        latency: &SharedLatency,
+    ) -> Option<u64> {
+        let mut batch = 0;
+        let mut histogram = None;
+        loop {
+            let frame = match subscriber.buffered() {
+                Ok(Buffered::Item(frame)) => frame,
+                Ok(Buffered::Empty) => break,
+                Ok(Buffered::Ended) | Err(_) => return None,
+            };
+            if !self.message.is_in(&frame) {
+                continue;
+            }
+            batch += 1;
+            if let Some(offset) = self.offset.number_in(&frame) {
+                if offset <= self.last_offset {
+                    self.stats.duplicates += 1;
+                } else if offset != self.last_offset + 1 && self.last_offset != 0 {
+                    self.stats.gaps += 1;
+                }
+                self.last_offset = self.last_offset.max(offset);
+            }
+            if let Some(sent) = self.sent.number_in(&frame) {
+                let histogram = histogram.get_or_insert_with(|| latency.local());
+                let _ = histogram.record(now.saturating_sub(sent).max(1));
+            }
+        }
+        self.stats.received += batch;
+        Some(batch)
+    }
 }
 
 /// What a publisher sends: `t=<µs since base>;` padded to `size`.

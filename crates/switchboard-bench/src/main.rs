@@ -8,6 +8,8 @@
 //!   latency of history queries.
 //! - `echo`: round trips/s and latency through `/echo`.
 //! - `idle`: the server's resident memory per idle subscribed connection.
+//! - `floor`: no server: the CPU one loopback `write` per delivery costs,
+//!   the least any server can spend per delivery at a fixed rate.
 //!
 //! The server must allow the publish rate used here:
 //! `switchboard --publish-rate 1000000 --publish-burst 1000000`.
@@ -16,6 +18,7 @@ mod client;
 mod cpu;
 mod echo;
 mod fanout;
+mod floor;
 mod history;
 mod idle;
 mod progress;
@@ -56,6 +59,8 @@ enum Scenario {
     Echo(echo::Args),
     /// Server memory per idle subscribed connection.
     Idle(idle::Args),
+    /// The kernel's share alone: one loopback write per delivery, no server.
+    Floor(floor::Args),
     /// Merge runs into report.json (medians, ratios) and report.svg.
     Report(report::Args),
 }
@@ -75,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::History(args) => history::run(cli.server, cli.server_pid, args).await,
             Scenario::Echo(args) => echo::run(cli.server, cli.server_pid, args).await,
             Scenario::Idle(args) => idle::run(cli.server, cli.server_pid, args).await,
+            Scenario::Floor(args) => floor::run(args).await,
             Scenario::Report(_) => unreachable!("handled above"),
         }
     })?;
@@ -115,6 +121,42 @@ pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
+/// Latency samples from many tasks, recorded into one histogram per
+/// runtime thread. A histogram per subscriber would scatter a thousand
+/// connections' counters over the cache and make each record a miss.
+pub struct SharedLatency {
+    shards: Vec<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+}
+
+impl SharedLatency {
+    pub fn new(threads: usize) -> SharedLatency {
+        SharedLatency {
+            shards: (0..threads.max(1))
+                .map(|_| std::sync::Mutex::new(latency_histogram()))
+                .collect(),
+        }
+    }
+
+    /// The calling thread's histogram (uncontended unless threads outnumber shards).
+    pub fn local(&self) -> std::sync::MutexGuard<'_, hdrhistogram::Histogram<u64>> {
+        static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        thread_local! {
+            static SLOT: usize = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let slot = SLOT.with(|slot| *slot) % self.shards.len();
+        self.shards[slot].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every thread's samples in one histogram.
+    pub fn merged(&self) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+        let mut all = latency_histogram();
+        for shard in &self.shards {
+            all.add(&*shard.lock().unwrap_or_else(|e| e.into_inner()))?;
+        }
+        Ok(all)
+    }
+}
+
 /// Row names of a delivery or round-trip latency distribution.
 pub const LATENCY_ROWS: [&str; 5] = [
     "latency_p50",
@@ -145,4 +187,31 @@ pub fn fresh_channel(prefix: &str) -> String {
         .unwrap_or(Duration::ZERO)
         .subsec_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SharedLatency;
+
+    #[test]
+    fn shared_latency_merges_every_threads_samples() {
+        let latency = std::sync::Arc::new(SharedLatency::new(2));
+        let threads: Vec<_> = (1..=4u64)
+            .map(|t| {
+                let latency = latency.clone();
+                std::thread::spawn(move || {
+                    for us in 1..=100 {
+                        latency.local().record(us * t).expect("in range");
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("recording thread");
+        }
+        let merged = latency.merged().expect("same bounds");
+        assert_eq!(merged.len(), 400);
+        assert_eq!(merged.max(), 400);
+        assert_eq!(merged.min(), 1);
+    }
 }

@@ -64,6 +64,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ratios.insert(format!("{scenario}.{field}"), json!(ratio));
         }
     }
+    if let Some(floor) = figure(&medians, "floor", "fanout-rate", "cpu_per_write") {
+        let baseline = figure(
+            &medians,
+            "baseline",
+            "fanout-rate",
+            "server_cpu_per_delivery",
+        );
+        println!(
+            "floor (one loopback write per delivery, no server): {floor:.2} µs CPU per write{}",
+            baseline
+                .map(|b| format!(
+                    "; half the baseline's CPU per delivery is {:.2} µs",
+                    b / 2.0
+                ))
+                .unwrap_or_default()
+        );
+    }
     if let Some(history) = medians.get("switchboard").and_then(|s| s.get("history")) {
         println!("durable publish: {} acked msgs/s", history["acked_per_sec"]);
     }

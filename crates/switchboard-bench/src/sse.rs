@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::{Buffered, Incoming, find};
+use crate::client::{self, Buffered, Incoming, find};
 
 /// One `GET /sse` stream.
 pub struct EventReader {
@@ -34,6 +34,11 @@ enum ChunkState {
 }
 
 impl EventReader {
+    /// Lets the kernel delay this socket's ACKs (see [`client::delay_acks`]).
+    pub fn delay_acks(&self) -> std::io::Result<()> {
+        client::delay_acks(&self.stream)
+    }
+
     /// Opens `GET path` and reads the response head.
     pub async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<EventReader> {
         let mut stream = TcpStream::connect(addr).await.context("connect")?;
