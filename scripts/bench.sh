@@ -3,8 +3,9 @@
 # switchboard-bench against switchboard (fresh data dir) and against the
 # tokio-tungstenite baseline (bench/baseline) in the same run, then writes
 # target/bench/report.json (medians, switchboard/baseline ratios) and
-# target/bench/report.svg. Last, the `floor` scenario measures the kernel's
-# cost of one loopback write per delivery, with no server at all.
+# target/bench/report.svg. Then the fixed-rate fan-out once more with
+# switchboard's data directory on tmpfs, and last the `floor` scenario: the
+# kernel's cost of one loopback write per delivery, with no server at all.
 #
 # Env: BENCH_RUNS (3)  BENCH_DURATION (10s)  BENCH_SUBSCRIBERS (1000)
 #      BENCH_IDLE_CONNECTIONS (15000)  BENCH_THREADS (2, load tool workers)
@@ -25,11 +26,11 @@ cargo build --release --locked -p switchboard-server -p switchboard-bench -p swi
 pid=""
 addr=""
 data=""
-start() { # start TARGET: sets pid and addr
+start() { # start TARGET [DATA_ROOT]: sets pid and addr
     local log="$out/$1.log"
     case "$1" in
         switchboard)
-            data=$(mktemp -d)
+            data=$(mktemp -d -p "${2:-${TMPDIR:-/tmp}}")
             ./target/release/switchboard serve --listen 127.0.0.1:0 --data-dir "$data" \
                 --publish-rate 1000000 --publish-burst 1000000 >"$log" 2>&1 & ;;
         baseline)
@@ -82,6 +83,17 @@ for target in switchboard baseline; do
     done
     stop
 done
+
+# Fixed rate again with switchboard's data directory on tmpfs, where fsync
+# costs nothing: how much of its latency is the disk (the baseline stores
+# nothing).
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    start switchboard /dev/shm
+    for run in $(seq 1 "$runs"); do
+        bench switchboard fanout-rate-tmpfs "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
+    done
+    stop
+fi
 trap - EXIT
 
 # No server: what one loopback write per delivery costs on this machine,

@@ -88,15 +88,20 @@ impl SendQueue {
         io: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        while !self.frames.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, frame) in slices.iter_mut().zip(&self.frames) {
-                let start = if count == 0 { self.written } else { 0 };
-                *slot = IoSlice::new(&frame[start..]);
-                count += 1;
-            }
-            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+        while let Some(front) = self.frames.front() {
+            let n = if self.frames.len() == 1 {
+                // The common case at a steady pace: one frame, one plain write.
+                ready!(Pin::new(&mut *io).poll_write(cx, &front[self.written..]))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for (slot, frame) in slices.iter_mut().zip(&self.frames) {
+                    let start = if count == 0 { self.written } else { 0 };
+                    *slot = IoSlice::new(&frame[start..]);
+                    count += 1;
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -417,5 +422,51 @@ where
 impl<S, H> Drop for Connection<S, H> {
     fn drop(&mut self) {
         self.outbox.mark_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Drains `queue` into a pipe that takes at most 7 bytes at a time, so
+    /// every frame is written in pieces, and returns what the peer read.
+    async fn write_through_narrow_pipe(mut queue: SendQueue) -> (Vec<u8>, SendQueue) {
+        let (mut ours, mut theirs) = tokio::io::duplex(7);
+        let total = queue.bytes;
+        let writing = async {
+            std::future::poll_fn(|cx| queue.poll_write(&mut ours, cx))
+                .await
+                .expect("write");
+        };
+        let mut read = vec![0; total];
+        let reading = theirs.read_exact(&mut read);
+        let ((), n) = tokio::join!(writing, reading);
+        n.expect("read");
+        (read, queue)
+    }
+
+    #[tokio::test]
+    async fn one_frame_is_written_whole_across_partial_writes() {
+        let mut queue = SendQueue::default();
+        queue.push(Bytes::from_static(b"a single frame, longer than the pipe"));
+        let (read, queue) = write_through_narrow_pipe(queue).await;
+        assert_eq!(read, b"a single frame, longer than the pipe");
+        assert!(queue.is_empty());
+        assert_eq!((queue.bytes, queue.written), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn many_frames_are_written_in_order_across_partial_writes() {
+        let mut queue = SendQueue::default();
+        let frames: Vec<String> = (0..100).map(|i| format!("frame {i};")).collect();
+        for frame in &frames {
+            queue.push(Bytes::from(frame.clone()));
+        }
+        let (read, queue) = write_through_narrow_pipe(queue).await;
+        assert_eq!(String::from_utf8(read).expect("utf-8"), frames.concat());
+        assert!(queue.is_empty());
+        assert_eq!((queue.bytes, queue.written), (0, 0));
     }
 }
