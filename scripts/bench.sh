@@ -3,9 +3,10 @@
 # switchboard-bench against switchboard (fresh data dir) and against the
 # tokio-tungstenite baseline (bench/baseline) in the same run, then writes
 # target/bench/report.json (medians, switchboard/baseline ratios) and
-# target/bench/report.svg. Then the fixed-rate fan-out once more with
-# switchboard's data directory on tmpfs, and last the `floor` scenario: the
-# kernel's cost of one loopback write per delivery, with no server at all.
+# target/bench/report.svg. Then the fixed-rate fan-out twice more against
+# switchboard: with its data directory on tmpfs, and with `--sync
+# before-ack`; last the `floor` scenario: the kernel's cost of one loopback
+# write per delivery, with no server at all.
 #
 # Env: BENCH_RUNS (3)  BENCH_DURATION (10s)  BENCH_SUBSCRIBERS (1000)
 #      BENCH_IDLE_CONNECTIONS (15000)  BENCH_THREADS (2, load tool workers)
@@ -26,13 +27,14 @@ cargo build --release --locked -p switchboard-server -p switchboard-bench -p swi
 pid=""
 addr=""
 data=""
-start() { # start TARGET [DATA_ROOT]: sets pid and addr
-    local log="$out/$1.log"
-    case "$1" in
+start() { # start TARGET [DATA_ROOT [SERVER ARGS...]]: sets pid and addr
+    local target=$1 log="$out/$1.log"
+    case "$target" in
         switchboard)
             data=$(mktemp -d -p "${2:-${TMPDIR:-/tmp}}")
+            shift $(( $# < 2 ? $# : 2 ))
             ./target/release/switchboard serve --listen 127.0.0.1:0 --data-dir "$data" \
-                --publish-rate 1000000 --publish-burst 1000000 >"$log" 2>&1 & ;;
+                --publish-rate 1000000 --publish-burst 1000000 "$@" >"$log" 2>&1 & ;;
         baseline)
             ./target/release/switchboard-baseline --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
     esac
@@ -44,7 +46,7 @@ start() { # start TARGET [DATA_ROOT]: sets pid and addr
         sleep 0.1
     done
     cat "$log" >&2
-    echo "bench.sh: $1 did not start" >&2
+    echo "bench.sh: $target did not start" >&2
     exit 2
 }
 stop() {
@@ -94,6 +96,12 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then
     done
     stop
 fi
+# And on disk with `--sync before-ack`: delivered once written, acked once fsynced.
+start switchboard "${TMPDIR:-/tmp}" --sync before-ack
+for run in $(seq 1 "$runs"); do
+    bench switchboard fanout-rate-before-ack "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
+done
+stop
 trap - EXIT
 
 # No server: what one loopback write per delivery costs on this machine,

@@ -81,16 +81,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
-    if let Some(tmpfs) = medians
-        .get("switchboard")
-        .and_then(|s| s.get("fanout-rate-tmpfs"))
-    {
-        println!(
-            "fanout-rate with the data dir on tmpfs (fsync costs nothing): p50 {:.2} ms, p99 {:.2} ms, {:.2} µs server CPU/delivery",
-            tmpfs["latency_p50"].as_f64().unwrap_or(0.0),
-            tmpfs["latency_p99"].as_f64().unwrap_or(0.0),
-            tmpfs["server_cpu_per_delivery"].as_f64().unwrap_or(0.0),
-        );
+    // The fixed-rate fan-out again against switchboard, differently set up.
+    for (scenario, setup) in [
+        (
+            "fanout-rate-tmpfs",
+            "with the data dir on tmpfs (fsync costs nothing)",
+        ),
+        ("fanout-rate-before-ack", "with --sync before-ack"),
+    ] {
+        if let Some(rate) = medians.get("switchboard").and_then(|s| s.get(scenario)) {
+            println!(
+                "fanout-rate {setup}: p50 {:.2} ms, p99 {:.2} ms, lost {}, {:.2} µs server CPU/delivery",
+                rate["latency_p50"].as_f64().unwrap_or(0.0),
+                rate["latency_p99"].as_f64().unwrap_or(0.0),
+                rate["lost"],
+                rate["server_cpu_per_delivery"].as_f64().unwrap_or(0.0),
+            );
+        }
     }
     if let Some(history) = medians.get("switchboard").and_then(|s| s.get("history")) {
         println!("durable publish: {} acked msgs/s", history["acked_per_sec"]);

@@ -17,6 +17,7 @@
 
 pub mod broker;
 pub mod channel;
+pub mod durability;
 pub mod history;
 pub mod hub;
 pub mod node;

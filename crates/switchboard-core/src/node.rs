@@ -5,7 +5,9 @@
 //! A publish is acknowledged and delivered only after the store has made it
 //! durable. Appends queue for one writer thread, which takes everything
 //! queued (up to a batch limit) and commits it in one transaction: one fsync
-//! for many messages.
+//! for many messages. Under [`SyncPolicy::BeforeAck`] delivery comes right
+//! after the write and only the ack waits for the fsync, which a thread of
+//! its own runs behind the writer (see [`crate::durability`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{Broker, ChannelEvent, MemoryBroker};
 use crate::channel::ChannelName;
+use crate::durability::{SyncPolicy, SyncWindow, Unsynced, run_syncer};
 use crate::history::{
     HistoryError, HistoryPage, HistoryQuery, HistoryStore, NewMessage, Retention, SqliteHistory,
     StreamPosition,
@@ -41,6 +44,8 @@ pub struct NodeConfig {
     pub append_queue: usize,
     /// Most messages committed in one transaction.
     pub max_batch: usize,
+    /// Whether a commit is fsynced before delivery or only before the ack.
+    pub sync: SyncPolicy,
 }
 
 /// Messages read from history per page while replaying a subscription.
@@ -85,7 +90,7 @@ pub enum AckTarget {
 }
 
 impl AckTarget {
-    fn succeed(self, publication: &Arc<Publication>) {
+    pub(crate) fn succeed(self, publication: &Arc<Publication>) {
         match self {
             AckTarget::Connection { subscriber, id } => {
                 let ack = ServerMessage::Ack {
@@ -102,7 +107,7 @@ impl AckTarget {
         }
     }
 
-    fn fail(self, error: &HistoryError) {
+    pub(crate) fn fail(self, error: &HistoryError) {
         match self {
             AckTarget::Connection { subscriber, id } => {
                 let message = ServerMessage::Error {
@@ -193,6 +198,8 @@ pub struct Node {
     broker: Arc<dyn Broker>,
     appends: mpsc::Sender<AppendRequest>,
     config: NodeConfig,
+    /// The sync window under `--sync before-ack`.
+    window: Option<Arc<SyncWindow>>,
 }
 
 impl Node {
@@ -214,12 +221,18 @@ impl Node {
         broker: Arc<dyn Broker>,
     ) -> Result<Arc<Node>, HistoryError> {
         let (appends, queue) = mpsc::channel(config.append_queue);
+        let ack_after_sync = match config.sync {
+            SyncPolicy::BeforeDelivery => None,
+            SyncPolicy::BeforeAck => Some(start_syncer(&history, config.max_batch)?),
+        };
+        let window = ack_after_sync.as_ref().map(|a| a.window.clone());
         let writer = GroupCommit {
             runtime: tokio::runtime::Handle::current(),
             queue,
             history: history.clone(),
             broker: broker.clone(),
             max_batch: config.max_batch,
+            ack_after_sync,
         };
         // A thread of its own: a commit waits for fsync without holding up
         // a runtime worker, and delivery follows on the same thread with no
@@ -241,7 +254,22 @@ impl Node {
             broker,
             appends,
             config,
+            window,
         }))
+    }
+
+    /// Waits until every delivered message is durable and lifts the
+    /// store's guard, so a restart need not move offsets forward. For a
+    /// clean stop, once no connection can publish; a no-op unless
+    /// `--sync before-ack`.
+    pub async fn settle_history(&self) -> Result<(), HistoryError> {
+        let Some(window) = self.window.clone() else {
+            return Ok(());
+        };
+        let history = self.history.clone();
+        tokio::task::spawn_blocking(move || window.settle(&*history))
+            .await
+            .map_err(|e| HistoryError::Storage(format!("settle task failed: {e}")))?
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -476,6 +504,29 @@ struct GroupCommit {
     history: Arc<dyn HistoryStore>,
     broker: Arc<dyn Broker>,
     max_batch: usize,
+    /// Set under `--sync before-ack`: the fsync thread the acks go through.
+    ack_after_sync: Option<AckAfterSync>,
+}
+
+struct AckAfterSync {
+    window: Arc<SyncWindow>,
+    syncer: std::sync::mpsc::Sender<Unsynced>,
+}
+
+/// Starts the fsync thread. The window holds two batches: the one being
+/// fsynced and the next, written and delivered meanwhile.
+fn start_syncer(
+    history: &Arc<dyn HistoryStore>,
+    max_batch: usize,
+) -> Result<AckAfterSync, HistoryError> {
+    let window = Arc::new(SyncWindow::new(2 * max_batch));
+    let (syncer, batches) = std::sync::mpsc::channel();
+    let (history, thread_window) = (history.clone(), window.clone());
+    std::thread::Builder::new()
+        .name("history-sync".into())
+        .spawn(move || run_syncer(batches, history, thread_window))
+        .map_err(|e| HistoryError::Storage(format!("cannot start the fsync thread: {e}")))?;
+    Ok(AckAfterSync { window, syncer })
 }
 
 impl GroupCommit {
@@ -505,18 +556,14 @@ impl GroupCommit {
             })
             .unzip();
         let channels: Vec<ChannelName> = batch.iter().map(|m| m.channel.clone()).collect();
+        if let Some(ack_after_sync) = &self.ack_after_sync {
+            return self.deliver_then_sync(ack_after_sync, batch, channels, acks);
+        }
         match self.history.append_blocking(&self.runtime, batch) {
             Ok(stored) => {
                 let publications: Vec<Arc<Publication>> =
                     stored.into_iter().map(Arc::new).collect();
-                let events = publications
-                    .iter()
-                    .zip(channels)
-                    .map(|(publication, channel)| ChannelEvent::Message {
-                        channel,
-                        publication: publication.clone(),
-                    })
-                    .collect();
+                let events = message_events(&publications, channels);
                 // Subscribers' wake-ups wait until the acks are queued: a
                 // publisher with a window of messages in flight sends its
                 // next ones that much sooner.
@@ -534,6 +581,62 @@ impl GroupCommit {
             }
         }
     }
+
+    /// `--sync before-ack`: write, deliver, and hand the acks to the fsync
+    /// thread, which sends them once the batch is durable.
+    fn deliver_then_sync(
+        &self,
+        ack_after_sync: &AckAfterSync,
+        batch: Vec<NewMessage>,
+        channels: Vec<ChannelName>,
+        acks: Vec<AckTarget>,
+    ) {
+        let count = batch.len();
+        let written = ack_after_sync
+            .window
+            .reserve(count, &*self.history)
+            .and_then(|()| {
+                self.history
+                    .append_unsynced_blocking(&self.runtime, batch)
+                    .inspect_err(|_| ack_after_sync.window.release(count))
+            });
+        let stored = match written {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!("append failed: {error}");
+                for ack in acks {
+                    ack.fail(&error);
+                }
+                return;
+            }
+        };
+        let publications: Vec<Arc<Publication>> = stored.into_iter().map(Arc::new).collect();
+        self.broker
+            .publish_all(message_events(&publications, channels));
+        let unsynced = Unsynced { publications, acks };
+        if let Err(std::sync::mpsc::SendError(unsynced)) = ack_after_sync.syncer.send(unsynced) {
+            // The fsync thread is gone: nothing will make these durable.
+            let error = HistoryError::Storage("the fsync thread has stopped".into());
+            ack_after_sync.window.release(count);
+            for ack in unsynced.acks {
+                ack.fail(&error);
+            }
+        }
+    }
+}
+
+fn message_events(
+    publications: &[Arc<Publication>],
+    channels: Vec<ChannelName>,
+) -> Vec<ChannelEvent> {
+    publications
+        .iter()
+        .zip(channels)
+        .map(|(publication, channel)| ChannelEvent::Message {
+            channel,
+            publication: publication.clone(),
+        })
+        .collect()
 }
 
 async fn run_retention(

@@ -68,6 +68,7 @@ impl AppState {
             retention_interval: config.retention_interval,
             append_queue: config.append_queue,
             max_batch: config.max_batch,
+            sync: config.sync,
         };
         let node = Node::embedded(node_config, &config.data_dir)?;
         Ok(AppState {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use switchboard_core::durability::SyncPolicy;
 
 /// Settings of `switchboard serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,6 +57,14 @@ pub struct Config {
     /// Most messages stored in one transaction (one fsync).
     #[arg(long, env = "SWITCHBOARD_MAX_BATCH", default_value_t = 4096)]
     pub max_batch: usize,
+
+    /// When stored messages are fsynced: `before-delivery` (nothing anyone
+    /// saw can be lost, even to a power cut) or `before-ack` (delivered as
+    /// soon as written, which a crash of the server cannot undo; acked once
+    /// fsynced; a power cut can take back messages subscribers saw but no
+    /// publisher had an ack for, and offsets then skip past them)
+    #[arg(long, env = "SWITCHBOARD_SYNC", default_value = "before-delivery")]
+    pub sync: SyncPolicy,
 
     /// Largest WebSocket message accepted, in bytes, after reassembly and
     /// decompression; a bigger one closes the connection with 1009.

@@ -7,7 +7,7 @@
 
 mod sqlite;
 
-pub use sqlite::SqliteHistory;
+pub use sqlite::{SqliteHistory, UNSYNCED_GUARD_FILE};
 
 use std::time::Duration;
 
@@ -91,6 +91,36 @@ pub trait HistoryStore: Send + Sync + 'static {
         batch: Vec<NewMessage>,
     ) -> Result<Vec<Publication>, HistoryError> {
         runtime.block_on(self.append(batch))
+    }
+
+    /// [`HistoryStore::append_blocking`] without waiting for durability:
+    /// the write survives a crash of this process, and a power cut only
+    /// once [`HistoryStore::sync_blocking`] has returned. A store with no
+    /// cheaper write keeps the default, a durable append.
+    fn append_unsynced_blocking(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Publication>, HistoryError> {
+        self.append_blocking(runtime, batch)
+    }
+
+    /// Makes every append so far durable.
+    fn sync_blocking(&self) -> Result<(), HistoryError> {
+        Ok(())
+    }
+
+    /// Records durably, before any unsynced append, that up to `window`
+    /// messages per channel may be delivered and then lost to a power cut.
+    /// A store opened with the guard still in place moves every channel's
+    /// offsets `window` ahead, so no offset a subscriber saw is reused.
+    fn guard_unsynced(&self, _window: u64) -> Result<(), HistoryError> {
+        Ok(())
+    }
+
+    /// Removes the guard once everything appended is durable.
+    fn lift_unsynced_guard(&self) -> Result<(), HistoryError> {
+        Ok(())
     }
 
     /// Up to `limit` messages, ascending by offset.

@@ -1,5 +1,8 @@
 //! The embedded history store: SQLite in WAL mode with `synchronous=FULL`,
-//! so a committed append survives a crash (SIGKILL or power loss).
+//! so a committed append survives a crash (SIGKILL or power loss). Under
+//! `--sync before-ack` appends are written with `synchronous=NORMAL` and
+//! made durable by an `fdatasync` of the WAL behind them, with a guard file
+//! on disk meanwhile (see [`crate::durability`]).
 //!
 //! SQLite, because it is the most proven embedded store there is, an
 //! operator can open the file with the `sqlite3` shell, and a channel's
@@ -25,6 +28,10 @@ use crate::channel::ChannelName;
 /// The file inside the data directory.
 pub const DATABASE_FILE: &str = "switchboard.db";
 
+/// Present while delivered messages may not be durable yet; holds how many
+/// per channel (the sync window). Found at open, it means an unclean stop.
+pub const UNSYNCED_GUARD_FILE: &str = "switchboard.db-unsynced";
+
 /// Most rows one retention transaction deletes.
 const TRIM_CHUNK: u64 = 2_000;
 
@@ -42,7 +49,16 @@ CREATE TABLE IF NOT EXISTS messages (
     msg      TEXT NOT NULL,
     PRIMARY KEY (channel, offset)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
+
+/// `store_meta` key: offsets a channel new to the store starts after.
+/// Raised by every recovery from an unclean stop, since a channel whose
+/// first messages were delivered and then lost has no row to move forward.
+const NEW_CHANNEL_FLOOR: &str = "new_channel_floor";
 
 /// History in a SQLite database under the data directory.
 #[derive(Clone)]
@@ -55,6 +71,10 @@ struct Inner {
     reader: Mutex<Connection>,
     /// Every channel's epoch and last committed offset, loaded at open.
     channels: Mutex<HashMap<ChannelName, ChannelMeta>>,
+    /// Where a channel new to the store starts counting (0 unless a
+    /// recovery moved offsets forward).
+    new_channel_floor: u64,
+    data_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -78,8 +98,10 @@ impl SqliteHistory {
         let path = data_dir.join(DATABASE_FILE);
         let writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA)?;
+        recover_unsynced(&writer, data_dir)?;
         let reader = open_connection(&path)?;
         let channels = load_channels(&writer)?;
+        let new_channel_floor = load_floor(&writer)?;
         tracing::info!(
             path = %path.display(),
             channels = channels.len(),
@@ -90,6 +112,8 @@ impl SqliteHistory {
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
                 channels: Mutex::new(channels),
+                new_channel_floor,
+                data_dir: data_dir.to_owned(),
             }),
         })
     }
@@ -112,6 +136,77 @@ fn open_connection(path: &Path) -> Result<Connection, HistoryError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
+}
+
+/// After an unclean stop with deliveries ahead of fsync (the guard file is
+/// still there), moves every channel's offsets past the messages that may
+/// have been delivered and lost, so none is handed out twice.
+fn recover_unsynced(conn: &Connection, data_dir: &Path) -> Result<(), HistoryError> {
+    let guard = data_dir.join(UNSYNCED_GUARD_FILE);
+    let window = match std::fs::read_to_string(&guard) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| {
+            HistoryError::Storage(format!("{}: not a window size: {e}", guard.display()))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(HistoryError::Storage(format!(
+                "cannot read {}: {e}",
+                guard.display()
+            )));
+        }
+    };
+    let tx = conn.unchecked_transaction()?;
+    let moved = tx.execute(
+        "UPDATE channels SET last_offset = last_offset + ?1",
+        [window as i64],
+    )?;
+    tx.execute(
+        "INSERT INTO store_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+        params![NEW_CHANNEL_FLOOR, window as i64],
+    )?;
+    tx.commit()?;
+    tracing::warn!(
+        channels = moved,
+        window,
+        "the last run stopped while delivered messages were not all fsynced: \
+         offsets move {window} ahead so none is reused"
+    );
+    remove_durably(&guard, data_dir)
+}
+
+fn load_floor(conn: &Connection) -> Result<u64, HistoryError> {
+    let floor = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = ?1",
+            [NEW_CHANNEL_FLOOR],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|v| v as u64);
+    match floor {
+        Ok(floor) => Ok(floor),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn storage_error(what: &str, path: &Path, e: std::io::Error) -> HistoryError {
+    HistoryError::Storage(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// Makes a file's creation or removal durable: fsync of its directory.
+fn sync_dir(dir: &Path) -> Result<(), HistoryError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| storage_error("fsync", dir, e))
+}
+
+fn remove_durably(file: &Path, dir: &Path) -> Result<(), HistoryError> {
+    match std::fs::remove_file(file) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(storage_error("remove", file, e)),
+    }
 }
 
 /// The oldest offset still stored for `channel`, if any.
@@ -157,7 +252,7 @@ impl Inner {
             .entry(channel.clone())
             .or_insert_with(|| ChannelMeta {
                 epoch: new_epoch(),
-                last_offset: 0,
+                last_offset: self.new_channel_floor,
             })
             .clone()
     }
@@ -331,6 +426,55 @@ impl HistoryStore for SqliteHistory {
         self.inner.append(batch)
     }
 
+    /// The same commit; under the guard the writer runs with
+    /// `synchronous=NORMAL`, so it returns once the WAL is written.
+    fn append_unsynced_blocking(
+        &self,
+        _runtime: &tokio::runtime::Handle,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Publication>, HistoryError> {
+        self.inner.append(batch)
+    }
+
+    /// fdatasync of the WAL, through a descriptor of its own: fsync flushes
+    /// the file, whoever wrote it. A commit is in the WAL once it returns.
+    fn sync_blocking(&self) -> Result<(), HistoryError> {
+        let wal = self.inner.data_dir.join(format!("{DATABASE_FILE}-wal"));
+        match std::fs::File::open(&wal) {
+            Ok(file) => file
+                .sync_data()
+                .map_err(|e| storage_error("fsync", &wal, e)),
+            // No WAL yet: nothing was written.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(storage_error("open", &wal, e)),
+        }
+    }
+
+    fn guard_unsynced(&self, window: u64) -> Result<(), HistoryError> {
+        let dir = &self.inner.data_dir;
+        let guard = dir.join(UNSYNCED_GUARD_FILE);
+        std::fs::write(&guard, format!("{window}\n"))
+            .and_then(|()| std::fs::File::open(&guard)?.sync_all())
+            .map_err(|e| storage_error("write", &guard, e))?;
+        sync_dir(dir)?;
+        // NORMAL in WAL mode: commits skip the fsync; checkpoints still sync.
+        self.inner
+            .writer
+            .lock()
+            .pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(())
+    }
+
+    fn lift_unsynced_guard(&self) -> Result<(), HistoryError> {
+        self.inner
+            .writer
+            .lock()
+            .pragma_update(None, "synchronous", "FULL")?;
+        self.sync_blocking()?;
+        let dir = &self.inner.data_dir;
+        remove_durably(&dir.join(UNSYNCED_GUARD_FILE), dir)
+    }
+
     async fn read(
         &self,
         channel: &ChannelName,
@@ -462,6 +606,73 @@ mod tests {
             .unwrap();
         assert_eq!(page.messages[0].msg, "kept");
         assert_eq!(store.channels().await.unwrap().len(), 1);
+    }
+
+    /// Appends `count` messages to `channel` without waiting for an fsync,
+    /// under the guard, and returns the last offset.
+    fn append_unsynced(store: &SqliteHistory, channel: &str, count: u64) -> u64 {
+        let runtime = tokio::runtime::Handle::current();
+        let batch = (0..count).map(|i| message(channel, "m", i)).collect();
+        let stored = store.append_unsynced_blocking(&runtime, batch).unwrap();
+        stored.last().unwrap().offset
+    }
+
+    #[tokio::test]
+    async fn reopening_under_the_guard_moves_every_offset_past_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let epoch = {
+            let store = SqliteHistory::open(dir.path()).unwrap();
+            store.guard_unsynced(8).unwrap();
+            assert!(dir.path().join(UNSYNCED_GUARD_FILE).exists());
+            assert_eq!(append_unsynced(&store, "lobby", 3), 3);
+            store.sync_blocking().unwrap();
+            store.position(&lobby()).await.unwrap().epoch
+            // Dropped with the guard in place: an unclean stop.
+        };
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        assert!(!dir.path().join(UNSYNCED_GUARD_FILE).exists());
+        // What was stored is all there, under the same epoch…
+        let page = store
+            .read(&lobby(), HistoryQuery::Since(0), 10)
+            .await
+            .unwrap();
+        assert_eq!(page.messages.len(), 3);
+        assert_eq!(page.epoch, epoch);
+        // …and offsets go on past anything that could have been delivered.
+        let next = store
+            .append(vec![message("lobby", "after", 9)])
+            .await
+            .unwrap();
+        assert_eq!(next[0].offset, 3 + 8 + 1);
+        // A channel new to the store starts past the window too: its first
+        // messages may have been delivered and lost with no row left.
+        let fresh = store
+            .append(vec![message("fresh", "first", 9)])
+            .await
+            .unwrap();
+        assert_eq!(fresh[0].offset, 8 + 1);
+        // Opening again, cleanly, moves nothing.
+        drop(store);
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        assert_eq!(store.position(&lobby()).await.unwrap().offset, 12);
+    }
+
+    #[tokio::test]
+    async fn a_lifted_guard_leaves_offsets_contiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteHistory::open(dir.path()).unwrap();
+            store.guard_unsynced(8).unwrap();
+            append_unsynced(&store, "lobby", 3);
+            store.lift_unsynced_guard().unwrap();
+            assert!(!dir.path().join(UNSYNCED_GUARD_FILE).exists());
+        }
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        let next = store
+            .append(vec![message("lobby", "after", 9)])
+            .await
+            .unwrap();
+        assert_eq!(next[0].offset, 4);
     }
 
     #[tokio::test]
