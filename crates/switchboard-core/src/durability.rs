@@ -83,10 +83,6 @@ impl SyncWindow {
         }
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Makes room for `count` messages about to be written unsynced: waits
     /// for the fsync to catch up, and puts the store's guard on disk first
     /// if it is not there.
