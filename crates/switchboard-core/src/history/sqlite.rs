@@ -426,16 +426,6 @@ impl HistoryStore for SqliteHistory {
         self.inner.append(batch)
     }
 
-    /// The same commit; under the guard the writer runs with
-    /// `synchronous=NORMAL`, so it returns once the WAL is written.
-    fn append_unsynced_blocking(
-        &self,
-        _runtime: &tokio::runtime::Handle,
-        batch: Vec<NewMessage>,
-    ) -> Result<Vec<Publication>, HistoryError> {
-        self.inner.append(batch)
-    }
-
     /// fdatasync of the WAL, through a descriptor of its own: fsync flushes
     /// the file, whoever wrote it. A commit is in the WAL once it returns.
     fn sync_blocking(&self) -> Result<(), HistoryError> {
@@ -457,7 +447,9 @@ impl HistoryStore for SqliteHistory {
             .and_then(|()| std::fs::File::open(&guard)?.sync_all())
             .map_err(|e| storage_error("write", &guard, e))?;
         sync_dir(dir)?;
-        // NORMAL in WAL mode: commits skip the fsync; checkpoints still sync.
+        // NORMAL in WAL mode: commits skip the fsync (so the trait's default
+        // `append_unsynced_blocking`, a plain commit, returns once the WAL is
+        // written); checkpoints still sync.
         self.inner
             .writer
             .lock()

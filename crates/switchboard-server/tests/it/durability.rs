@@ -40,45 +40,13 @@ async fn sigkill_right_after_the_ack_loses_nothing() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path(), &UNLIMITED);
     let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=crash").await;
-    let total = 300;
-    for i in 1..=total {
-        client
-            .send(json!({"type":"publish","channel":"crash","msg":format!("m{i}"),"id":i}))
-            .await;
-    }
-    let mut acked = Vec::new();
-    while acked.len() < total {
-        let ack = client.recv_type("ack").await;
-        acked.push((ack["id"].as_u64().unwrap(), ack["offset"].as_u64().unwrap()));
-    }
+    let acked = publish_pipelined(&mut client, "crash", 300).await;
     // No grace: the process dies the moment the last ack is in.
     server.signal("-KILL");
     server.wait().await;
 
     let server = ServerProcess::start(data.path(), &UNLIMITED);
-    let (_, page) = get_json(
-        server.addr,
-        "/api/channels/crash/messages?since=0&limit=1000",
-    )
-    .await;
-    let stored: std::collections::HashMap<u64, String> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["offset"].as_u64().unwrap(),
-                m["msg"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    for (id, offset) in acked {
-        assert_eq!(
-            stored.get(&offset),
-            Some(&format!("m{id}")),
-            "acked offset {offset} lost"
-        );
-    }
+    assert_all_stored(&server, "crash", acked).await;
     server.signal("-TERM");
     server.wait().await;
 }
@@ -103,18 +71,8 @@ async fn before_ack_delivers_everything_and_an_acked_message_survives_sigkill() 
         ChatClient::connect(server.addr, "/ws?user=reader&channel=fast").await;
     subscriber.recv_type("subscribed").await;
     let (mut publisher, _) = ChatClient::connect(server.addr, "/ws?user=writer").await;
-    let total = 300;
-    for i in 1..=total {
-        publisher
-            .send(json!({"type":"publish","channel":"fast","msg":format!("m{i}"),"id":i}))
-            .await;
-    }
-    let mut acked = Vec::new();
-    while acked.len() < total {
-        let ack = publisher.recv_type("ack").await;
-        acked.push((ack["id"].as_u64().unwrap(), ack["offset"].as_u64().unwrap()));
-    }
-    for offset in 1..=total as u64 {
+    let acked = publish_pipelined(&mut publisher, "fast", 300).await;
+    for offset in 1..=300 {
         let message = subscriber.recv_type("message").await;
         assert_eq!(message["offset"], offset, "in order, no gap");
     }
@@ -122,29 +80,7 @@ async fn before_ack_delivers_everything_and_an_acked_message_survives_sigkill() 
     server.wait().await;
 
     let server = ServerProcess::start(data.path(), &BEFORE_ACK);
-    let (_, page) = get_json(
-        server.addr,
-        "/api/channels/fast/messages?since=0&limit=1000",
-    )
-    .await;
-    let stored: std::collections::HashMap<u64, String> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["offset"].as_u64().unwrap(),
-                m["msg"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    for (id, offset) in acked {
-        assert_eq!(
-            stored.get(&offset),
-            Some(&format!("m{id}")),
-            "acked offset {offset} lost"
-        );
-    }
+    assert_all_stored(&server, "fast", acked).await;
     // The process died with its guard on disk: offsets move a window (32)
     // past the last stored one, so none a subscriber saw is handed out again.
     let (mut publisher, _) = ChatClient::connect(server.addr, "/ws?user=writer").await;
@@ -174,4 +110,48 @@ async fn before_ack_keeps_offsets_contiguous_across_a_clean_stop() {
     assert_eq!(client.publish_acked("kept", "m4").await, 4);
     server.signal("-TERM");
     server.wait().await;
+}
+
+/// Publishes `total` messages to `channel` without waiting, then collects
+/// every ack: (request id, offset).
+async fn publish_pipelined(
+    client: &mut ChatClient,
+    channel: &str,
+    total: usize,
+) -> Vec<(u64, u64)> {
+    for i in 1..=total {
+        client
+            .send(json!({"type":"publish","channel":channel,"msg":format!("m{i}"),"id":i}))
+            .await;
+    }
+    let mut acked = Vec::new();
+    while acked.len() < total {
+        let ack = client.recv_type("ack").await;
+        acked.push((ack["id"].as_u64().unwrap(), ack["offset"].as_u64().unwrap()));
+    }
+    acked
+}
+
+/// Asserts that every acked message is stored under its offset.
+async fn assert_all_stored(server: &ServerProcess, channel: &str, acked: Vec<(u64, u64)>) {
+    let path = format!("/api/channels/{channel}/messages?since=0&limit=1000");
+    let (_, page) = get_json(server.addr, &path).await;
+    let stored: std::collections::HashMap<u64, String> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["offset"].as_u64().unwrap(),
+                m["msg"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (id, offset) in acked {
+        assert_eq!(
+            stored.get(&offset),
+            Some(&format!("m{id}")),
+            "acked offset {offset} lost"
+        );
+    }
 }
