@@ -649,6 +649,17 @@ mod tests {
         assert_eq!(store.position(&lobby()).await.unwrap().offset, 12);
     }
 
+    #[test]
+    fn a_damaged_guard_stops_the_open_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteHistory::open(dir.path()).unwrap());
+        std::fs::write(dir.path().join(UNSYNCED_GUARD_FILE), "not a number").unwrap();
+        let error = SqliteHistory::open(dir.path()).err().expect("refused");
+        assert!(error.to_string().contains(UNSYNCED_GUARD_FILE), "{error}");
+        // Left in place: offsets must not be handed out until it is resolved.
+        assert!(dir.path().join(UNSYNCED_GUARD_FILE).exists());
+    }
+
     #[tokio::test]
     async fn a_lifted_guard_leaves_offsets_contiguous() {
         let dir = tempfile::tempdir().unwrap();
