@@ -280,7 +280,7 @@ impl JoinedRuns {
 
 /// Queues a frame; a full outbox closes its connection as slow. Returns
 /// whether the connection can still take frames.
-pub fn push_or_close(outbox: &Outbox, frame: Bytes) -> bool {
+pub fn push_or_close(outbox: &Arc<Outbox>, frame: Bytes) -> bool {
     match outbox.try_push(frame) {
         Ok(()) => true,
         Err(PushError::Full) => {

@@ -571,7 +571,7 @@ impl GroupCommit {
                 for (publication, ack) in publications.iter().zip(acks) {
                     ack.succeed(publication);
                 }
-                subscribers.wake_all();
+                subscribers.wake_all_sharing(&self.runtime);
             }
             Err(error) => {
                 tracing::warn!("append failed: {error}");
@@ -611,8 +611,10 @@ impl GroupCommit {
             }
         };
         let publications: Vec<Arc<Publication>> = stored.into_iter().map(Arc::new).collect();
-        self.broker
-            .publish_all(message_events(&publications, channels));
+        let subscribers = defer_wakes(|| {
+            self.broker
+                .publish_all(message_events(&publications, channels))
+        });
         let unsynced = Unsynced { publications, acks };
         if let Err(std::sync::mpsc::SendError(unsynced)) = ack_after_sync.syncer.send(unsynced) {
             // The fsync thread is gone: nothing will make these durable.
@@ -622,6 +624,8 @@ impl GroupCommit {
                 ack.fail(&error);
             }
         }
+        // After the fsync thread has its batch: it syncs while these are written.
+        subscribers.wake_all_sharing(&self.runtime);
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
-use crate::common::{ChatClient, RawClient, TestServer, WAIT, get_json};
+use crate::common::{ChatClient, RawClient, RawFrame, TestServer, WAIT, get_json};
 
 /// The `msg` of each message in a history page.
 fn texts(page: &Value) -> Vec<&str> {
@@ -506,6 +506,74 @@ async fn a_stalled_subscriber_is_disconnected_and_the_others_keep_receiving() {
     })
     .await;
     assert!(drained.is_ok(), "the stalled connection was never closed");
+}
+
+#[tokio::test]
+async fn a_slow_reader_that_pings_gets_every_broadcast_whole_and_every_pong() {
+    let server = TestServer::with_config(|c| {
+        fast_publishers(c);
+        c.max_queued_bytes = 32 << 20;
+    })
+    .await;
+    let small = RawClient::connect_small_buffer(server.addr).await;
+    let (mut reader, _) = RawClient::upgrade_on(small, "/ws?user=slow&channel=big", "").await;
+    while text_json(&reader.read_frame().await.unwrap())["type"] != "subscribed" {}
+    let (mut publisher, _) = ChatClient::connect(server.addr, "/ws?user=pub").await;
+    let body = |i: usize| format!("{i}:{}", "y".repeat(6_000 + i % 7 * 5_000));
+    let total = 600;
+    // While the reader does not read, broadcasts fill the socket's buffers
+    // (their send side grows to 4 MiB) and are cut short mid-frame.
+    let stalled = 300;
+    for i in 0..stalled {
+        publisher
+            .send(json!({"type":"publish","channel":"big","msg":body(i)}))
+            .await;
+        publisher.recv_type("ack").await;
+    }
+    let publishing = tokio::spawn(async move {
+        for i in stalled..total {
+            publisher
+                .send(json!({"type":"publish","channel":"big","msg":body(i)}))
+                .await;
+            if i % 20 == 19 {
+                for _ in 0..20 {
+                    publisher.recv_type("ack").await;
+                }
+            }
+        }
+    });
+    // A ping after every frame: the pongs come from the connection's own
+    // task while broadcasts are written around them, and must land between
+    // frames, never inside one.
+    let (mut messages, mut pongs, mut pings) = (0, Vec::new(), 0);
+    while messages < total || pongs.len() < pings {
+        if messages < total {
+            reader
+                .send_frame(0x89, format!("ping {pings}").as_bytes(), true)
+                .await;
+            pings += 1;
+        }
+        let frame = reader.read_frame().await.expect("still open");
+        match frame.opcode() {
+            0xA => pongs.push(String::from_utf8(frame.payload).unwrap()),
+            0x1 => {
+                let m = text_json(&frame);
+                assert_eq!(m["type"], "message", "{m}");
+                assert_eq!(m["offset"], messages + 1);
+                assert_eq!(m["msg"].as_str(), Some(body(messages).as_str()));
+                messages += 1;
+            }
+            opcode => panic!("unexpected opcode {opcode}"),
+        }
+    }
+    publishing.await.unwrap();
+    let sent: Vec<String> = (0..pings).map(|i| format!("ping {i}")).collect();
+    assert_eq!(pongs, sent);
+}
+
+fn text_json(frame: &RawFrame) -> Value {
+    assert_eq!(frame.opcode(), 0x1, "a text frame");
+    serde_json::from_slice(&frame.payload).expect("JSON")
 }
 
 #[tokio::test]

@@ -6,11 +6,16 @@
 //! writer tasks: one task per connection, no locks on the socket, and no
 //! buffer held while the connection is idle (reads land in a per-thread
 //! scratch buffer and are copied out only when a frame is in flight).
+//!
+//! A plain TCP socket is lent to the outbox, so broadcasts can be written
+//! through without waking this task; the task claims the socket back
+//! whenever it has frames of its own to write.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -75,6 +80,14 @@ impl SendQueue {
     fn push(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         self.frames.push_back(frame);
+    }
+
+    /// Puts the rest of a frame partly written elsewhere ahead of the queue,
+    /// which has nothing written yet.
+    fn push_front(&mut self, rest: Bytes) {
+        debug_assert_eq!(self.written, 0);
+        self.bytes += rest.len();
+        self.frames.push_front(rest);
     }
 
     fn is_empty(&self) -> bool {
@@ -171,6 +184,10 @@ pub struct Connection<S, H> {
     decoder: MessageDecoder,
     send: SendQueue,
     outbox: Arc<Outbox>,
+    /// The socket is lent to the outbox for writing through.
+    lent_socket: bool,
+    /// Claimed back from the outbox while `send` holds frames.
+    holds_socket: bool,
     encoder: FrameEncoder,
     handler: H,
     settings: Arc<WsSettings>,
@@ -186,6 +203,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: MessageHandler,
 {
+    /// `lent_socket` is `io`'s own plain TCP socket, if the outbox may write
+    /// to it directly: the connection takes it back before `io` closes.
     pub fn new(
         io: S,
         leftover: Bytes,
@@ -193,7 +212,11 @@ where
         encoder: FrameEncoder,
         outbox: Arc<Outbox>,
         handler: H,
+        lent_socket: Option<RawFd>,
     ) -> Self {
+        if let Some(socket) = lent_socket {
+            outbox.lend_socket(socket);
+        }
         let decoder = MessageDecoder::new(DecoderConfig {
             max_message_size: settings.max_message_size,
             deflate: encoder.compresses(),
@@ -204,6 +227,8 @@ where
             decoder,
             send: SendQueue::default(),
             outbox,
+            lent_socket: lent_socket.is_some(),
+            holds_socket: false,
             encoder,
             handler,
             timer: Box::pin(tokio::time::sleep(settings.ping_interval)),
@@ -235,6 +260,7 @@ where
                         .poll_take(cx, &mut self.send.frames, take_frames)
                 {
                     self.send.bytes += taken.bytes;
+                    self.holds_socket = true;
                     progressed = true;
                     if let Some(close) = taken.close {
                         self.start_close(Some(close));
@@ -242,6 +268,7 @@ where
                 }
             }
 
+            self.claim_socket_for_own_frames();
             let was_sending = !self.send.is_empty();
             if let Poll::Ready(Err(e)) = self.send.poll_write(&mut self.io, cx) {
                 return Poll::Ready(Ended::Io(e));
@@ -251,6 +278,7 @@ where
             if was_sending && self.send.is_empty() {
                 progressed = true;
             }
+            self.release_socket_when_written();
             if self.send.is_empty() {
                 if let Phase::Closing { write_shut } = &mut self.phase {
                     if !*write_shut {
@@ -286,6 +314,24 @@ where
             if !progressed {
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// Replies and pings are written by this task: broadcasts stop writing
+    /// through until they are out.
+    fn claim_socket_for_own_frames(&mut self) {
+        let open = matches!(self.phase, Phase::Open { .. });
+        if self.lent_socket && open && !self.holds_socket && !self.send.is_empty() {
+            self.send.bytes += self.outbox.claim_socket(&mut self.send.frames);
+            self.holds_socket = true;
+        }
+    }
+
+    fn release_socket_when_written(&mut self) {
+        let open = matches!(self.phase, Phase::Open { .. });
+        if self.lent_socket && open && self.holds_socket && self.send.is_empty() {
+            self.outbox.release_socket();
+            self.holds_socket = false;
         }
     }
 
@@ -397,6 +443,10 @@ where
     fn start_close(&mut self, frame: Option<CloseFrame>) {
         if matches!(self.phase, Phase::Closing { .. }) {
             return;
+        }
+        // A frame partly written through is finished before the close.
+        if let Some(rest) = self.outbox.take_back_socket() {
+            self.send.push_front(rest);
         }
         let payload = frame.as_ref().map(CloseFrame::payload).unwrap_or_default();
         self.send

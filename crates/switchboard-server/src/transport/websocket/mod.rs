@@ -3,6 +3,7 @@
 mod connection;
 
 use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -96,16 +97,22 @@ fn start_connection<H, F>(
     // The plain TCP socket, when that is what lies beneath: no boxed I/O layer
     // on the hot path.
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => spawn_connection(
-            parts.io.into_inner(),
-            parts.read_buf,
-            state,
-            deflate,
-            make_handler,
-        ),
+        Ok(parts) => {
+            let stream = parts.io.into_inner();
+            let socket = stream.as_raw_fd();
+            spawn_connection(
+                stream,
+                parts.read_buf,
+                Some(socket),
+                state,
+                deflate,
+                make_handler,
+            )
+        }
         Err(upgraded) => spawn_connection(
             TokioIo::new(upgraded),
             Bytes::new(),
+            None,
             state,
             deflate,
             make_handler,
@@ -116,6 +123,7 @@ fn start_connection<H, F>(
 fn spawn_connection<S, H, F>(
     io: S,
     leftover: Bytes,
+    lent_socket: Option<RawFd>,
     state: AppState,
     deflate: Option<switchboard_ws::DeflateParams>,
     make_handler: F,
@@ -137,7 +145,15 @@ fn spawn_connection<S, H, F>(
         deflate = deflate.is_some(),
         "websocket open"
     );
-    let connection = Connection::new(io, leftover, state.ws.clone(), encoder, outbox, handler);
+    let connection = Connection::new(
+        io,
+        leftover,
+        state.ws.clone(),
+        encoder,
+        outbox,
+        handler,
+        lent_socket,
+    );
     state.connections.tasks.spawn(ConnectionTask {
         connection,
         registration,
