@@ -27,7 +27,7 @@ use crate::history::{
     StreamPosition,
 };
 use crate::hub::{ConnectionId, Hub, SubscribeError, SubscriberHandle, push_or_close};
-use crate::outbox::{PushError, defer_wakes};
+use crate::outbox::{HeldWakes, PushError, defer_wakes};
 use crate::user::Username;
 use crate::wire::{EventKind, SharedFrame};
 
@@ -50,6 +50,11 @@ pub struct NodeConfig {
 
 /// Messages read from history per page while replaying a subscription.
 const REPLAY_PAGE: usize = 500;
+
+/// Most messages in a group commit whose subscribers are written through
+/// by the writer (see `GroupCommit::send`). At a steady pace batches hold
+/// one or two messages; flat out, dozens.
+const WRITE_THROUGH_MAX_BATCH: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -571,7 +576,7 @@ impl GroupCommit {
                 for (publication, ack) in publications.iter().zip(acks) {
                     ack.succeed(publication);
                 }
-                subscribers.wake_all_sharing(&self.runtime);
+                self.send(subscribers, publications.len());
             }
             Err(error) => {
                 tracing::warn!("append failed: {error}");
@@ -625,7 +630,21 @@ impl GroupCommit {
             }
         }
         // After the fsync thread has its batch: it syncs while these are written.
-        subscribers.wake_all_sharing(&self.runtime);
+        self.send(subscribers, count);
+    }
+
+    /// Sends a delivered batch of `count` messages on its way. A small batch
+    /// is written through subscribers' sockets from here at once. A big one
+    /// means publishes arrive faster than commits: its subscribers' tasks
+    /// are woken instead, and each joins whatever has accumulated by the
+    /// time it runs into one `writev`, where writing every batch through
+    /// would cost a send per batch, and the writer is free for the next.
+    fn send(&self, subscribers: HeldWakes, count: usize) {
+        if count > WRITE_THROUGH_MAX_BATCH {
+            subscribers.wake_tasks();
+        } else {
+            subscribers.wake_all_sharing(&self.runtime);
+        }
     }
 }
 

@@ -88,6 +88,17 @@ impl HeldWakes {
         self.wake_remaining();
     }
 
+    /// Wakes every connection's task and writes nothing through: each task
+    /// writes what its outbox holds when it runs.
+    pub fn wake_tasks(mut self) {
+        for held in self.0.drain(..) {
+            match held {
+                Held::Task(waker) => waker.wake(),
+                Held::WriteThrough(outbox) => outbox.waker.wake(),
+            }
+        }
+    }
+
     fn wake_remaining(&mut self) {
         for held in self.0.drain(..) {
             match held {
@@ -579,6 +590,19 @@ mod tests {
         assert_eq!(read_now(&mut peer), b"one,two");
         assert_eq!(counter.0.load(Ordering::SeqCst), 0, "the task slept on");
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn waking_the_tasks_writes_nothing_through() {
+        let (counter, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (outbox, _ours, mut peer) = lending_outbox(&mut cx);
+        defer_wakes(|| outbox.try_push(Bytes::from_static(b"one")).unwrap()).wake_tasks();
+        assert_eq!(read_now(&mut peer), b"", "left to the task");
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "the task is told");
+        let mut taken = VecDeque::new();
+        assert!(outbox.poll_take(&mut cx, &mut taken, true).is_ready());
+        assert_eq!(taken, [Bytes::from_static(b"one")]);
     }
 
     #[test]
