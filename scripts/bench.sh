@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark suite: builds release binaries, runs every scenario of
 # switchboard-bench against switchboard (fresh data dir) and against the
-# tokio-tungstenite baseline (bench/baseline) in the same run, then writes
-# target/bench/report.json (medians, switchboard/baseline ratios) and
-# target/bench/report.svg. Then the fixed-rate fan-out twice more against
-# switchboard: with its data directory on tmpfs, and with `--sync
-# before-ack`; last the `floor` scenario: the kernel's cost of one loopback
-# write per delivery, with no server at all.
+# tokio-tungstenite baseline (bench/baseline) in the same run, the two
+# servers in turn within each run, then writes target/bench/report.json
+# (medians, switchboard/baseline ratios) and target/bench/report.svg. Each
+# run also repeats the fixed-rate fan-out against switchboard with its data
+# directory on tmpfs and with `--sync before-ack`; durable publish comes
+# after all runs; last the `floor` scenario: the kernel's cost of one
+# loopback write per delivery, with no server at all.
 #
 # Env: BENCH_RUNS (3)  BENCH_DURATION (10s)  BENCH_SUBSCRIBERS (1000)
 #      BENCH_IDLE_CONNECTIONS (15000)  BENCH_THREADS (2, load tool workers)
@@ -64,44 +65,49 @@ bench() { # bench TARGET NAME RUN ARGS...
         >"$out/$target-$name-$run.json"
 }
 
-for target in switchboard baseline; do
-    for run in $(seq 1 "$runs"); do
-        # Idle memory on a fresh process, before anything else ran in it.
+# Run by run, each target in turn on a fresh process and data directory, so
+# that the ratios compare runs minutes apart, not a whole suite apart, on
+# this noisy machine.
+for run in $(seq 1 "$runs"); do
+    # Idle memory on a fresh process, before anything else ran in it.
+    for target in switchboard baseline; do
         start "$target"
         bench "$target" idle "$run" idle --connections "$idle"
         stop
     done
-    start "$target"
-    for run in $(seq 1 "$runs"); do
+    for target in switchboard baseline; do
+        start "$target"
         bench "$target" fanout-rate "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
         bench "$target" fanout-flat "$run" fanout --subscribers "$subscribers" --rate 0 --in-flight 64 --duration "$duration"
         bench "$target" echo "$run" echo --connections 100 --in-flight 1 --duration "$duration"
-        if [ "$target" = switchboard ]; then
-            bench "$target" history "$run" history --duration "$duration"
-            # The same fan-out to SSE subscribers (GET /sse).
-            bench "$target" fanout-sse-rate "$run" fanout --transport sse --subscribers "$subscribers" --rate 200 --duration "$duration"
-            bench "$target" fanout-sse-flat "$run" fanout --transport sse --subscribers "$subscribers" --rate 0 --in-flight 64 --duration "$duration"
-        fi
+        stop
     done
+    # The same fan-out to SSE subscribers (GET /sse); the baseline has no SSE.
+    start switchboard
+    bench switchboard fanout-sse-rate "$run" fanout --transport sse --subscribers "$subscribers" --rate 200 --duration "$duration"
+    bench switchboard fanout-sse-flat "$run" fanout --transport sse --subscribers "$subscribers" --rate 0 --in-flight 64 --duration "$duration"
+    stop
+    # Fixed rate again with the data directory on tmpfs, where fsync costs
+    # nothing: how much of the latency is the disk (the baseline stores
+    # nothing).
+    if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+        start switchboard /dev/shm
+        bench switchboard fanout-rate-tmpfs "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
+        stop
+    fi
+    # And on disk with `--sync before-ack`: delivered once written, acked once fsynced.
+    start switchboard "${TMPDIR:-/tmp}" --sync before-ack
+    bench switchboard fanout-rate-before-ack "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
     stop
 done
 
-# Fixed rate again with switchboard's data directory on tmpfs, where fsync
-# costs nothing: how much of its latency is the disk (the baseline stores
-# nothing).
-if [ -d /dev/shm ] && [ -w /dev/shm ]; then
-    start switchboard /dev/shm
-    for run in $(seq 1 "$runs"); do
-        bench switchboard fanout-rate-tmpfs "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
-    done
-    stop
-fi
-# And on disk with `--sync before-ack`: delivered once written, acked once fsynced.
-start switchboard "${TMPDIR:-/tmp}" --sync before-ack
+# Durable publish last: it writes millions of messages, and the disk's
+# writeback of them would slow the fsyncs of anything measured after it.
 for run in $(seq 1 "$runs"); do
-    bench switchboard fanout-rate-before-ack "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
+    start switchboard
+    bench switchboard history "$run" history --duration "$duration"
+    stop
 done
-stop
 trap - EXIT
 
 # No server: what one loopback write per delivery costs on this machine,

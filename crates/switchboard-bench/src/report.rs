@@ -1,6 +1,11 @@
 //! `switchboard-bench report DIR`: merges the runs `scripts/bench.sh` wrote
 //! (`DIR/<target>-<scenario>-<run>.json`) into `DIR/report.json` with
 //! medians and switchboard/baseline ratios, and draws `DIR/report.svg`.
+//!
+//! A ratio is the median of the runs' own ratios: run N of switchboard
+//! against run N of the baseline, measured a minute apart, so that the
+//! machine's changing load cancels out where a ratio of medians over the
+//! whole suite would not.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +20,8 @@ pub struct Args {
     dir: PathBuf,
 }
 
-/// target → scenario → field → values over runs.
-type Runs = BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>>;
+/// target → scenario → field → run → value.
+type Runs = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u32, f64>>>>;
 
 /// Figures compared between switchboard and the baseline, and whether more is better.
 const COMPARED: [(&str, &str, bool); 7] = [
@@ -37,7 +42,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (scenario, fields) in scenarios {
             let values: Map<String, Value> = fields
                 .iter()
-                .map(|(field, values)| (field.clone(), json!(median(values))))
+                .map(|(field, values)| {
+                    let values: Vec<f64> = values.values().copied().collect();
+                    (field.clone(), json!(median(&values)))
+                })
                 .collect();
             per_scenario.insert(scenario.clone(), Value::Object(values));
         }
@@ -51,12 +59,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (scenario, field, _) in COMPARED {
         let ours = figure(&medians, "switchboard", scenario, field);
         let theirs = figure(&medians, "baseline", scenario, field);
-        if let (Some(ours), Some(theirs)) = (ours, theirs) {
-            let ratio = if theirs == 0.0 {
-                f64::NAN
-            } else {
-                ours / theirs
-            };
+        if let (Some(ours), Some(theirs), Some(ratio)) =
+            (ours, theirs, paired_ratio(&runs, scenario, field))
+        {
             println!(
                 "{:<44} {ours:>14.2} {theirs:>14.2} {ratio:>8.2}",
                 format!("{scenario} {field}")
@@ -116,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let report = json!({
-        "runs": runs.values().flat_map(|s| s.values()).flat_map(|f| f.values()).map(Vec::len).max().unwrap_or(0),
+        "runs": runs.values().flat_map(|s| s.values()).flat_map(|f| f.values()).map(BTreeMap::len).max().unwrap_or(0),
         "medians": medians,
         "ratios_switchboard_over_baseline": ratios,
     });
@@ -152,13 +157,26 @@ fn read_runs(dir: &Path) -> anyhow::Result<Runs> {
             .or_default()
             .entry(scenario.into())
             .or_default();
+        let run: u32 = run.parse()?;
         for (field, value) in result.as_object().into_iter().flatten() {
             if let Some(v) = value.as_f64() {
-                fields.entry(field.clone()).or_default().push(v);
+                fields.entry(field.clone()).or_default().insert(run, v);
             }
         }
     }
     Ok(runs)
+}
+
+/// The median over runs of switchboard's figure over the baseline's in the
+/// same run; `None` if no run has both.
+fn paired_ratio(runs: &Runs, scenario: &str, field: &str) -> Option<f64> {
+    let of = |target: &str| runs.get(target)?.get(scenario)?.get(field);
+    let (ours, theirs) = (of("switchboard")?, of("baseline")?);
+    let ratios: Vec<f64> = ours
+        .iter()
+        .filter_map(|(run, ours)| Some(ours / theirs.get(run)?))
+        .collect();
+    (!ratios.is_empty()).then(|| median(&ratios))
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -296,11 +314,17 @@ mod tests {
     fn merges_runs_into_medians_ratios_and_a_chart() {
         let dir = std::env::temp_dir().join(format!("bench-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (target, scale) in [("switchboard", 2.0), ("baseline", 1.0)] {
-            for run in 1..=3 {
-                let f = json!({"deliveries_per_sec": scale * 1e6 * run as f64, "latency_p99": 5.0});
+        // Run by run switchboard is 4, 1.5 and 1.67 times the baseline: the
+        // ratio is the median of those, 1.67, not the ratio of the two
+        // medians (4e6 over 2e6, taken from different runs).
+        for (target, values) in [
+            ("switchboard", [4e6, 3e6, 5e6]),
+            ("baseline", [1e6, 2e6, 3e6]),
+        ] {
+            for (run, value) in values.iter().enumerate() {
+                let f = json!({"deliveries_per_sec": value, "latency_p99": 5.0});
                 std::fs::write(
-                    dir.join(format!("{target}-fanout-flat-{run}.json")),
+                    dir.join(format!("{target}-fanout-flat-{}.json", run + 1)),
                     f.to_string(),
                 )
                 .unwrap();
@@ -315,9 +339,13 @@ mod tests {
             4e6
         );
         assert_eq!(
-            report["ratios_switchboard_over_baseline"]["fanout-flat.deliveries_per_sec"],
-            2.0
+            report["medians"]["baseline"]["fanout-flat"]["deliveries_per_sec"],
+            2e6
         );
+        let ratio = report["ratios_switchboard_over_baseline"]["fanout-flat.deliveries_per_sec"]
+            .as_f64()
+            .unwrap();
+        assert!((ratio - 5.0 / 3.0).abs() < 1e-9, "{ratio}");
         assert!(
             std::fs::read_to_string(dir.join("report.svg"))
                 .unwrap()
