@@ -75,7 +75,7 @@ const WRITE_THROUGH_SHARE: usize = 256;
 
 impl HeldWakes {
     pub fn wake_all(mut self) {
-        self.wake_remaining();
+        self.wake_remaining(true);
     }
 
     /// [`HeldWakes::wake_all`], with all but the first share of a big
@@ -85,25 +85,21 @@ impl HeldWakes {
             let share = HeldWakes(self.0.split_off(self.0.len() - WRITE_THROUGH_SHARE));
             runtime.spawn(async move { share.wake_all() });
         }
-        self.wake_remaining();
+        self.wake_remaining(true);
     }
 
     /// Wakes every connection's task and writes nothing through: each task
     /// writes what its outbox holds when it runs.
     pub fn wake_tasks(mut self) {
-        for held in self.0.drain(..) {
-            match held {
-                Held::Task(waker) => waker.wake(),
-                Held::WriteThrough(outbox) => outbox.waker.wake(),
-            }
-        }
+        self.wake_remaining(false);
     }
 
-    fn wake_remaining(&mut self) {
+    fn wake_remaining(&mut self, write_through: bool) {
         for held in self.0.drain(..) {
             match held {
                 Held::Task(waker) => waker.wake(),
-                Held::WriteThrough(outbox) => outbox.write_through_or_wake(),
+                Held::WriteThrough(outbox) if write_through => outbox.write_through_or_wake(),
+                Held::WriteThrough(outbox) => outbox.waker.wake(),
             }
         }
     }
@@ -111,7 +107,7 @@ impl HeldWakes {
 
 impl Drop for HeldWakes {
     fn drop(&mut self) {
-        self.wake_remaining();
+        self.wake_remaining(true);
     }
 }
 
