@@ -58,7 +58,11 @@ async fn handshake(
     buf.advance(head_end);
     let (read, write) = stream.into_split();
     Ok((
-        FrameReader { read, buf },
+        FrameReader {
+            read,
+            buf,
+            consumed: 0,
+        },
         FrameWriter {
             write,
             out: Vec::new(),
@@ -82,8 +86,10 @@ pub fn delay_acks(stream: &TcpStream) -> std::io::Result<()> {
 /// A connection read as a sequence of items (WebSocket text frames, SSE
 /// events): what was read already, then one more read.
 pub trait Incoming {
-    /// The next item already read, without waiting.
-    fn buffered(&mut self) -> anyhow::Result<Buffered>;
+    /// The next item already read, without waiting. It stays in the
+    /// reader's buffer, and is dropped from it by the next call to
+    /// `buffered` or `fill`: no copy and no reference count per item.
+    fn buffered(&mut self) -> anyhow::Result<Buffered<'_>>;
 
     /// Reads once from the socket; false when the connection has ended.
     async fn fill(&mut self) -> anyhow::Result<bool>;
@@ -92,7 +98,7 @@ pub trait Incoming {
     async fn next_item(&mut self) -> anyhow::Result<Option<BytesMut>> {
         loop {
             match self.buffered()? {
-                Buffered::Item(item) => return Ok(Some(item)),
+                Buffered::Item(item) => return Ok(Some(BytesMut::from(item))),
                 Buffered::Ended => return Ok(None),
                 Buffered::Empty => {
                     if !self.fill().await? {
@@ -105,9 +111,9 @@ pub trait Incoming {
 }
 
 /// What a reader holds without reading again.
-pub enum Buffered {
+pub enum Buffered<'a> {
     /// A complete frame or event.
-    Item(BytesMut),
+    Item(&'a [u8]),
     /// The connection's end (a close frame, or the stream's last chunk).
     Ended,
     /// Nothing complete yet: read more.
@@ -117,6 +123,8 @@ pub enum Buffered {
 pub struct FrameReader {
     read: OwnedReadHalf,
     buf: BytesMut,
+    /// Bytes at the front of `buf` already handed out.
+    consumed: usize,
 }
 
 impl FrameReader {
@@ -148,18 +156,23 @@ impl FrameReader {
 
 impl Incoming for FrameReader {
     /// The next text frame already read, without waiting.
-    fn buffered(&mut self) -> anyhow::Result<Buffered> {
-        while let Some((opcode, payload)) = self.parse()? {
+    fn buffered(&mut self) -> anyhow::Result<Buffered<'_>> {
+        self.buf.advance(std::mem::take(&mut self.consumed));
+        while let Some((opcode, at, len)) = self.parse()? {
             match opcode {
-                0x1 => return Ok(Buffered::Item(payload)),
+                0x1 => {
+                    self.consumed = at + len;
+                    return Ok(Buffered::Item(&self.buf[at..at + len]));
+                }
                 0x8 => return Ok(Buffered::Ended),
-                _ => continue,
+                _ => self.buf.advance(at + len),
             }
         }
         Ok(Buffered::Empty)
     }
 
     async fn fill(&mut self) -> anyhow::Result<bool> {
+        self.buf.advance(std::mem::take(&mut self.consumed));
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(64 * 1024);
         }
@@ -168,7 +181,9 @@ impl Incoming for FrameReader {
 }
 
 impl FrameReader {
-    fn parse(&mut self) -> anyhow::Result<Option<(u8, BytesMut)>> {
+    /// The opcode, payload start and payload length of the frame at the
+    /// front of `buf`, once it is complete.
+    fn parse(&self) -> anyhow::Result<Option<(u8, usize, usize)>> {
         let buf = &self.buf[..];
         if buf.len() < 2 {
             return Ok(None);
@@ -185,9 +200,7 @@ impl FrameReader {
         if buf.len() < at + len {
             return Ok(None);
         }
-        let opcode = buf[0] & 0x0F;
-        self.buf.advance(at);
-        Ok(Some((opcode, self.buf.split_to(len))))
+        Ok(Some((buf[0] & 0x0F, at, len)))
     }
 }
 
@@ -295,5 +308,49 @@ mod tests {
         assert_eq!(Key::new(br#""offset":"#).number_in(json), Some(42));
         assert!(Key::new(br#""type":"message""#).is_in(json));
         assert!(!Key::new(br#""type":"ack""#).is_in(json));
+    }
+
+    /// A reader on one end of a loopback connection; the other end writes.
+    async fn reader_and_peer() -> (FrameReader, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap());
+        let (peer, accepted) = tokio::join!(peer, listener.accept());
+        let (read, _write) = accepted.unwrap().0.into_split();
+        let reader = FrameReader {
+            read,
+            buf: BytesMut::new(),
+            consumed: 0,
+        };
+        (reader, peer.unwrap())
+    }
+
+    #[tokio::test]
+    async fn hands_out_each_text_frame_once_skipping_control_frames() {
+        let (mut reader, mut peer) = reader_and_peer().await;
+        // Two text frames, a ping between them, and half of a third.
+        peer.write_all(b"\x81\x03one\x89\x00\x81\x03two\x81\x05th")
+            .await
+            .unwrap();
+        let mut items = Vec::new();
+        for _ in 0..100 {
+            assert!(reader.fill().await.unwrap());
+            while let (true, Buffered::Item(item)) = (items.len() < 3, reader.buffered().unwrap()) {
+                items.push(item.to_vec());
+            }
+            if items.len() >= 2 {
+                break;
+            }
+        }
+        assert_eq!(items, [b"one".to_vec(), b"two".to_vec()]);
+        assert!(matches!(reader.buffered().unwrap(), Buffered::Empty));
+        peer.write_all(b"ree\x88\x00").await.unwrap();
+        assert_eq!(reader.next_text().await.unwrap().unwrap(), &b"three"[..]);
+        loop {
+            match reader.buffered().unwrap() {
+                Buffered::Ended => break,
+                Buffered::Empty => assert!(reader.fill().await.unwrap()),
+                Buffered::Item(item) => panic!("unexpected {item:?}"),
+            }
+        }
     }
 }

@@ -84,7 +84,7 @@ impl Subscriber {
     }
 
     /// The next frame or event already read, without waiting.
-    fn buffered(&mut self) -> anyhow::Result<Buffered> {
+    fn buffered(&mut self) -> anyhow::Result<Buffered<'_>> {
         match self {
             Subscriber::WebSocket { reader, .. } => reader.buffered(),
             Subscriber::EventStream(reader) => reader.buffered(),
@@ -306,11 +306,11 @@ impl Tally {
                 Ok(Buffered::Empty) => break,
                 Ok(Buffered::Ended) | Err(_) => return None,
             };
-            if !self.message.is_in(&frame) {
+            if !self.message.is_in(frame) {
                 continue;
             }
             batch += 1;
-            if let Some(offset) = self.offset.number_in(&frame) {
+            if let Some(offset) = self.offset.number_in(frame) {
                 if offset <= self.last_offset {
                     self.stats.duplicates += 1;
                 } else if offset != self.last_offset + 1 && self.last_offset != 0 {
@@ -318,7 +318,7 @@ impl Tally {
                 }
                 self.last_offset = self.last_offset.max(offset);
             }
-            if let Some(sent) = self.sent.number_in(&frame) {
+            if let Some(sent) = self.sent.number_in(frame) {
                 let histogram = histogram.get_or_insert_with(|| latency.local());
                 let _ = histogram.record(now.saturating_sub(sent).max(1));
             }

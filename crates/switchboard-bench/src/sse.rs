@@ -18,6 +18,8 @@ pub struct EventReader {
     raw: BytesMut,
     /// The decoded body: events, possibly the start of the next one.
     body: BytesMut,
+    /// Bytes at the front of `body` already handed out.
+    consumed: usize,
     chunk: ChunkState,
 }
 
@@ -64,6 +66,7 @@ impl EventReader {
             stream,
             raw,
             body: BytesMut::new(),
+            consumed: 0,
             chunk: ChunkState::Size,
         })
     }
@@ -103,7 +106,8 @@ impl EventReader {
                         return Ok(progressed);
                     }
                     let take = left.min(self.raw.len());
-                    self.body.extend_from_slice(&self.raw.split_to(take));
+                    self.body.extend_from_slice(&self.raw[..take]);
+                    self.raw.advance(take);
                     self.chunk = if take == left {
                         ChunkState::DataEnd
                     } else {
@@ -129,10 +133,12 @@ impl EventReader {
 
 impl Incoming for EventReader {
     /// The next event already read, without waiting.
-    fn buffered(&mut self) -> anyhow::Result<Buffered> {
+    fn buffered(&mut self) -> anyhow::Result<Buffered<'_>> {
+        self.body.advance(std::mem::take(&mut self.consumed));
         loop {
             if let Some(end) = blank_line(&self.body) {
-                return Ok(Buffered::Item(self.body.split_to(end + 2)));
+                self.consumed = end + 2;
+                return Ok(Buffered::Item(&self.body[..end + 2]));
             }
             if self.chunk == ChunkState::Done {
                 return Ok(Buffered::Ended);
