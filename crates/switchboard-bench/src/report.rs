@@ -148,7 +148,10 @@ fn read_runs(dir: &Path) -> anyhow::Result<Runs> {
         let Some((scenario, run)) = rest.rsplit_once('-') else {
             continue;
         };
-        if path.extension().is_none_or(|e| e != "json") || run.parse::<u32>().is_err() {
+        let Ok(run) = run.parse::<u32>() else {
+            continue;
+        };
+        if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
         let result: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
@@ -157,7 +160,6 @@ fn read_runs(dir: &Path) -> anyhow::Result<Runs> {
             .or_default()
             .entry(scenario.into())
             .or_default();
-        let run: u32 = run.parse()?;
         for (field, value) in result.as_object().into_iter().flatten() {
             if let Some(v) = value.as_f64() {
                 fields.entry(field.clone()).or_default().insert(run, v);
