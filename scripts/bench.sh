@@ -5,9 +5,9 @@
 # servers in turn within each run, then writes target/bench/report.json
 # (medians, switchboard/baseline ratios) and target/bench/report.svg. Each
 # run also repeats the fixed-rate fan-out against switchboard with its data
-# directory on tmpfs and with `--sync before-ack`; durable publish comes
-# after all runs; last the `floor` scenario: the kernel's cost of one
-# loopback write per delivery, with no server at all.
+# directory on tmpfs, with `--sync before-ack` and with `--commit-interval
+# 10ms`; durable publish comes after all runs; last the `floor` scenario:
+# the kernel's cost of one loopback write per delivery, with no server at all.
 #
 # Env: BENCH_RUNS (3)  BENCH_DURATION (10s)  BENCH_SUBSCRIBERS (1000)
 #      BENCH_IDLE_CONNECTIONS (15000)  BENCH_THREADS (2, load tool workers)
@@ -98,6 +98,11 @@ for run in $(seq 1 "$runs"); do
     # And on disk with `--sync before-ack`: delivered once written, acked once fsynced.
     start switchboard "${TMPDIR:-/tmp}" --sync before-ack
     bench switchboard fanout-rate-before-ack "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
+    stop
+    # And with `--commit-interval 10ms`: at 200 msgs/s two messages share a
+    # commit and each subscriber's send, trading latency for CPU.
+    start switchboard "${TMPDIR:-/tmp}" --commit-interval 10ms
+    bench switchboard fanout-rate-commit-interval "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
     stop
 done
 

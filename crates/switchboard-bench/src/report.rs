@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let ours = figure(&medians, "switchboard", scenario, field);
         let theirs = figure(&medians, "baseline", scenario, field);
         if let (Some(ours), Some(theirs), Some(ratio)) =
-            (ours, theirs, paired_ratio(&runs, scenario, field))
+            (ours, theirs, paired_ratio(&runs, scenario, scenario, field))
         {
             println!(
                 "{:<44} {ours:>14.2} {theirs:>14.2} {ratio:>8.2}",
@@ -93,14 +93,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "with the data dir on tmpfs (fsync costs nothing)",
         ),
         ("fanout-rate-before-ack", "with --sync before-ack"),
+        (
+            "fanout-rate-commit-interval",
+            "with --commit-interval 10ms (two messages per send)",
+        ),
     ] {
         if let Some(rate) = medians.get("switchboard").and_then(|s| s.get(scenario)) {
+            let field = "server_cpu_per_delivery";
+            let ratio = paired_ratio(&runs, scenario, "fanout-rate", field);
+            if let Some(ratio) = ratio {
+                ratios.insert(format!("{scenario}.{field}"), json!(ratio));
+            }
             println!(
-                "fanout-rate {setup}: p50 {:.2} ms, p99 {:.2} ms, lost {}, {:.2} µs server CPU/delivery",
+                "fanout-rate {setup}: p50 {:.2} ms, p99 {:.2} ms, lost {}, {:.2} µs server CPU/delivery{}",
                 rate["latency_p50"].as_f64().unwrap_or(0.0),
                 rate["latency_p99"].as_f64().unwrap_or(0.0),
                 rate["lost"],
-                rate["server_cpu_per_delivery"].as_f64().unwrap_or(0.0),
+                rate[field].as_f64().unwrap_or(0.0),
+                ratio
+                    .map(|r| format!(" ({r:.2} × the baseline's)"))
+                    .unwrap_or_default(),
             );
         }
     }
@@ -169,11 +181,11 @@ fn read_runs(dir: &Path) -> anyhow::Result<Runs> {
     Ok(runs)
 }
 
-/// The median over runs of switchboard's figure over the baseline's in the
-/// same run; `None` if no run has both.
-fn paired_ratio(runs: &Runs, scenario: &str, field: &str) -> Option<f64> {
-    let of = |target: &str| runs.get(target)?.get(scenario)?.get(field);
-    let (ours, theirs) = (of("switchboard")?, of("baseline")?);
+/// The median over runs of switchboard's figure in `scenario` over the
+/// baseline's in `against` in the same run; `None` if no run has both.
+fn paired_ratio(runs: &Runs, scenario: &str, against: &str, field: &str) -> Option<f64> {
+    let of = |target: &str, scenario: &str| runs.get(target)?.get(scenario)?.get(field);
+    let (ours, theirs) = (of("switchboard", scenario)?, of("baseline", against)?);
     let ratios: Vec<f64> = ours
         .iter()
         .filter_map(|(run, ours)| Some(ours / theirs.get(run)?))
@@ -310,6 +322,42 @@ mod tests {
     fn medians_of_odd_and_even_runs() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn a_variant_is_paired_with_the_baselines_run_of_the_same_number() {
+        let mut runs = Runs::new();
+        let mut put = |target: &str, scenario: &str, values: [f64; 3]| {
+            let field = runs
+                .entry(target.into())
+                .or_default()
+                .entry(scenario.into())
+                .or_default()
+                .entry("server_cpu_per_delivery".into())
+                .or_default();
+            field.extend((1..).zip(values));
+        };
+        put(
+            "switchboard",
+            "fanout-rate-commit-interval",
+            [2.0, 3.0, 1.0],
+        );
+        put("baseline", "fanout-rate", [4.0, 4.0, 4.0]);
+        put("baseline", "fanout-rate-commit-interval", [1.0, 1.0, 1.0]);
+        let ratio = paired_ratio(
+            &runs,
+            "fanout-rate-commit-interval",
+            "fanout-rate",
+            "server_cpu_per_delivery",
+        );
+        assert_eq!(ratio, Some(0.5));
+        let missing = paired_ratio(
+            &runs,
+            "fanout-rate",
+            "fanout-rate",
+            "server_cpu_per_delivery",
+        );
+        assert_eq!(missing, None);
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl AppState {
             append_queue: config.append_queue,
             max_batch: config.max_batch,
             sync: config.sync,
+            commit_interval: config.commit_interval,
         };
         let node = Node::embedded(node_config, &config.data_dir)?;
         Ok(AppState {

@@ -2,7 +2,7 @@
 //! resume with `since`, errors, and slow subscribers.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -150,6 +150,58 @@ async fn a_subscribed_publisher_gets_each_message_before_its_ack() {
         }
     }
     assert_eq!(delivered.len(), 50);
+}
+
+#[tokio::test]
+async fn a_commit_interval_holds_quick_followers_into_one_commit_but_not_a_lone_message() {
+    let interval = Duration::from_millis(800);
+    let server = TestServer::with_config(|config| {
+        fast_publishers(config);
+        config.commit_interval = interval;
+    })
+    .await;
+    let (mut alice, _) = ChatClient::connect(server.addr, "/ws?user=alice").await;
+    alice
+        .subscribe(json!({"type":"subscribe","channel":"paced"}))
+        .await;
+
+    // Nothing committed lately: a message goes out at once.
+    let first_sent = Instant::now();
+    alice.publish_acked("paced", "first").await;
+    assert!(
+        first_sent.elapsed() < interval / 2,
+        "a lone message was held"
+    );
+
+    // Two more right behind it wait for the interval, then share a commit
+    // (one commit, one `time`).
+    for msg in ["second", "third"] {
+        alice
+            .send(json!({"type":"publish","channel":"paced","msg":msg}))
+            .await;
+    }
+    let mut times = Vec::new();
+    while times.len() < 2 {
+        let m = alice.recv().await;
+        if m["type"] == "message" && m["msg"] != "first" {
+            times.push(m["time"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        first_sent.elapsed() >= interval,
+        "followers were committed {:?} after the first",
+        first_sent.elapsed()
+    );
+    assert_eq!(times[0], times[1], "the followers were committed apart");
+
+    // After a quiet interval, the next one goes out at once again.
+    tokio::time::sleep(interval).await;
+    let later_sent = Instant::now();
+    alice.publish_acked("paced", "later").await;
+    assert!(
+        later_sent.elapsed() < interval / 2,
+        "a message after a lull was held"
+    );
 }
 
 #[tokio::test]
