@@ -95,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ("fanout-rate-before-ack", "with --sync before-ack"),
         (
             "fanout-rate-commit-interval",
-            "with --commit-interval 10ms (two messages per send)",
+            "with --commit-interval 10ms (about two messages per send)",
         ),
     ] {
         if let Some(rate) = medians.get("switchboard").and_then(|s| s.get(scenario)) {
