@@ -71,8 +71,8 @@ pub struct Config {
     /// shares its commit, its fsync and each subscriber's send: less CPU
     /// per delivery under a steady stream, for up to this much latency. A
     /// message after a lull goes at once. `0s` commits whatever is queued
-    /// at once.
-    #[arg(long, env = "SWITCHBOARD_COMMIT_INTERVAL", default_value = "0s", value_parser = humantime::parse_duration)]
+    /// at once; at most `1s`.
+    #[arg(long, env = "SWITCHBOARD_COMMIT_INTERVAL", default_value = "0s", value_parser = commit_interval)]
     pub commit_interval: Duration,
 
     /// Largest WebSocket message accepted, in bytes, after reassembly and
@@ -133,6 +133,21 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
+/// Longest `--commit-interval`: past it, messages wait long enough for
+/// publishers to time out and the append queue to fill.
+const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn commit_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval > MAX_COMMIT_INTERVAL {
+        return Err(format!(
+            "{text} is longer than the most a commit may wait, {}",
+            humantime::format_duration(MAX_COMMIT_INTERVAL)
+        ));
+    }
+    Ok(interval)
+}
+
 impl Default for Config {
     /// The defaults documented on each flag (environment variables still apply).
     fn default() -> Self {
@@ -142,5 +157,32 @@ impl Default for Config {
             config: Config,
         }
         Defaults::parse_from(["switchboard"]).config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn a_commit_interval_past_a_second_is_refused_with_the_limit() {
+        let parsed = Cli::try_parse_from(["switchboard", "--commit-interval", "250ms"]).unwrap();
+        assert_eq!(parsed.config.commit_interval, Duration::from_millis(250));
+        let error = Cli::try_parse_from(["switchboard", "--commit-interval", "2s"])
+            .err()
+            .expect("2s is refused")
+            .to_string();
+        assert!(
+            error.contains("longer than the most a commit may wait, 1s"),
+            "{error}"
+        );
+        assert!(Cli::try_parse_from(["switchboard", "--commit-interval", "soon"]).is_err());
+        assert_eq!(Config::default().commit_interval, Duration::ZERO);
     }
 }
