@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use switchboard_proto::Publication;
 
 use super::{
@@ -363,29 +363,64 @@ impl Inner {
             let Some(mut oldest) = first_offset(&self.writer.lock(), channel.as_str())? else {
                 continue;
             };
-            // Offsets are gap-free from the oldest kept one, so chunks are
-            // ranges of offsets.
-            let keep_from = last_offset.saturating_sub(retention.max_count) + 1;
+            let keep_from = self.keep_from(&channel, oldest, last_offset, retention.max_count)?;
             while oldest < keep_from {
                 let end = keep_from.min(oldest + TRIM_CHUNK);
                 removed += self.delete_range(&channel, oldest, end, None)?;
                 oldest = end;
             }
-            // Times grow with offsets: stop at the first chunk that is not
-            // entirely too old.
+            // Times grow with offsets: stop once the oldest message left is
+            // not too old. Each chunk starts at the oldest message left, so
+            // a gap a recovery left in the offsets is stepped over.
             if let Some(cutoff) = cutoff {
                 loop {
                     let end = oldest + TRIM_CHUNK;
                     let deleted = self.delete_range(&channel, oldest, end, Some(cutoff))?;
                     removed += deleted;
-                    if deleted < TRIM_CHUNK {
+                    if deleted == 0 {
                         break;
                     }
-                    oldest = end;
+                    match first_offset(&self.writer.lock(), channel.as_str())? {
+                        Some(next) => oldest = next,
+                        None => break,
+                    }
                 }
             }
         }
         Ok(removed)
+    }
+
+    /// Where `channel`'s history starts once trimmed to its newest
+    /// `max_count` messages. Offsets count up without gaps unless a recovery
+    /// from an unclean stop moved them forward: until one has, that is
+    /// arithmetic; after one, the newest messages are counted, so a gap
+    /// never counts as messages kept.
+    fn keep_from(
+        &self,
+        channel: &ChannelName,
+        oldest: u64,
+        last_offset: u64,
+        max_count: u64,
+    ) -> Result<u64, HistoryError> {
+        let span = last_offset.saturating_sub(oldest) + 1;
+        if span <= max_count {
+            return Ok(oldest);
+        }
+        if self.new_channel_floor == 0 || max_count == 0 {
+            return Ok(last_offset - max_count + 1);
+        }
+        let nth_newest = self
+            .writer
+            .lock()
+            .query_row(
+                "SELECT offset FROM messages WHERE channel = ?1
+                 ORDER BY offset DESC LIMIT 1 OFFSET ?2",
+                params![channel.as_str(), (max_count - 1) as i64],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?;
+        // Fewer than `max_count` messages: all are kept.
+        Ok(nth_newest.map_or(oldest, |offset| offset as u64))
     }
 
     /// Deletes `channel`'s messages with `start <= offset < end` (and, with
@@ -513,6 +548,7 @@ impl HistoryStore for SqliteHistory {
 mod tests {
     use super::*;
     use crate::user::Username;
+    use std::time::Duration;
 
     fn message(channel: &str, msg: &str, time: u64) -> NewMessage {
         NewMessage {
@@ -649,6 +685,69 @@ mod tests {
         assert_eq!(store.position(&lobby()).await.unwrap().offset, 12);
     }
 
+    #[tokio::test]
+    async fn retention_by_count_does_not_count_the_gap_a_recovery_left() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteHistory::open(dir.path()).unwrap();
+            store.guard_unsynced(100).unwrap();
+            append_unsynced(&store, "lobby", 5);
+            store.sync_blocking().unwrap();
+            // Dropped with the guard in place: offsets 6..=105 are skipped.
+        }
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        let after: Vec<NewMessage> = (0..5).map(|i| message("lobby", "after", i)).collect();
+        assert_eq!(store.append(after).await.unwrap()[0].offset, 106);
+        let keep_eight = Retention {
+            max_count: 8,
+            max_age: None,
+        };
+        assert_eq!(store.trim(keep_eight, 0).await.unwrap(), 2);
+        let page = store
+            .read(&lobby(), HistoryQuery::Since(0), 20)
+            .await
+            .unwrap();
+        let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [3, 4, 5, 106, 107, 108, 109, 110]);
+        // Fewer than the limit, across the gap: nothing goes.
+        let keep_twenty = Retention {
+            max_count: 20,
+            max_age: None,
+        };
+        assert_eq!(store.trim(keep_twenty, 0).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn retention_by_age_steps_over_a_gap_wider_than_a_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = 3 * TRIM_CHUNK;
+        {
+            let store = SqliteHistory::open(dir.path()).unwrap();
+            store.guard_unsynced(window).unwrap();
+            append_unsynced(&store, "lobby", 5);
+            store.sync_blocking().unwrap();
+        }
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        let old = (0..5).map(|i| message("lobby", "old", 100 + i)).collect();
+        store.append(old).await.unwrap();
+        store
+            .append(vec![message("lobby", "new", 5_000)])
+            .await
+            .unwrap();
+        let a_second = Retention {
+            max_count: 1_000,
+            max_age: Some(Duration::from_secs(1)),
+        };
+        // Everything before time 4,000 goes in one run, on both sides of the gap.
+        assert_eq!(store.trim(a_second, 5_000).await.unwrap(), 10);
+        let page = store
+            .read(&lobby(), HistoryQuery::Since(0), 20)
+            .await
+            .unwrap();
+        let kept: Vec<&str> = page.messages.iter().map(|m| m.msg.as_str()).collect();
+        assert_eq!(kept, ["new"]);
+    }
+
     #[test]
     fn a_damaged_guard_stops_the_open_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -711,7 +810,7 @@ mod tests {
         assert_eq!(first, Some(5));
         let by_age = Retention {
             max_count: 100,
-            max_age: Some(std::time::Duration::from_secs(3)),
+            max_age: Some(Duration::from_secs(3)),
         };
         // Cutoff 7000 ms: offsets 5 and 6 (times 5000, 6000) go.
         assert_eq!(store.trim(by_age, 10_000).await.unwrap(), 2);
@@ -746,7 +845,7 @@ mod tests {
         store.append(batch).await.unwrap();
         let by_age = Retention {
             max_count: u64::MAX,
-            max_age: Some(std::time::Duration::from_millis(50)),
+            max_age: Some(Duration::from_millis(50)),
         };
         // Cutoff total - 49: lobby and other lose 50 each, aged all but 50.
         let removed = store.trim(by_age, total + 1).await.unwrap();
