@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -108,6 +108,22 @@ impl SseClient {
                 return event;
             }
         }
+    }
+
+    /// The next comment line (`: …`), reading past nothing else: no event
+    /// may come first.
+    async fn next_comment(&mut self) -> String {
+        let seen = self.comments.len();
+        while self.comments.len() == seen {
+            assert!(self.pending.is_empty(), "an event came first");
+            let chunk = tokio::time::timeout(WAIT, self.body.next())
+                .await
+                .expect("no comment in time")
+                .expect("the stream ended")
+                .expect("stream error");
+            self.feed(&chunk);
+        }
+        self.comments[seen].clone()
     }
 
     /// The next `count` message events.
@@ -221,6 +237,29 @@ async fn a_stream_has_event_stream_headers_retry_and_heartbeats() {
         stream.comments
     );
     assert_eq!(offsets(&events), [1, 2]);
+}
+
+#[tokio::test]
+async fn no_heartbeat_while_events_flow_and_one_after_a_silence() {
+    let heartbeat = Duration::from_millis(400);
+    let server = TestServer::with_config(|c| c.sse_heartbeat = heartbeat).await;
+    let mut stream = SseClient::connect(server.addr, "channel=busy").await;
+    stream.next_named("presence").await;
+    // Three heartbeat intervals of events 50 ms apart: never a silence.
+    let started = Instant::now();
+    let mut published = 0;
+    while started.elapsed() < 3 * heartbeat {
+        publish(server.addr, "busy", "tick").await;
+        published += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stream.messages(published).await;
+    assert!(stream.comments.is_empty(), "{:?}", stream.comments);
+    // Then silence: a heartbeat about one interval after the last event.
+    let silent_from = Instant::now();
+    assert_eq!(stream.next_comment().await, "ping");
+    let silence = silent_from.elapsed();
+    assert!(silence < 3 * heartbeat, "{silence:?}");
 }
 
 #[tokio::test]
