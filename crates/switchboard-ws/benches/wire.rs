@@ -28,26 +28,17 @@ const READ_CHUNK: usize = 64 * 1024;
 /// `count` masked client text frames of `size` bytes each, back to back.
 fn client_frames(size: usize, count: usize) -> Vec<u8> {
     let text: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut wire = Vec::new();
+    let mut wire = BytesMut::new();
     for _ in 0..count {
-        wire.push(0x81);
-        match size {
-            0..=125 => wire.push(0x80 | size as u8),
-            126..=65_535 => {
-                wire.push(0x80 | 126);
-                wire.extend_from_slice(&(size as u16).to_be_bytes());
-            }
-            _ => {
-                wire.push(0x80 | 127);
-                wire.extend_from_slice(&(size as u64).to_be_bytes());
-            }
-        }
-        wire.extend_from_slice(&MASK);
         let start = wire.len();
+        frame::put_header(&mut wire, OpCode::Text, false, size);
+        wire[start + 1] |= 0x80; // masked, as every client frame is
+        wire.extend_from_slice(&MASK);
+        let payload = wire.len();
         wire.extend_from_slice(&text);
-        frame::apply_mask(&mut wire[start..], MASK);
+        frame::apply_mask(&mut wire[payload..], MASK);
     }
-    wire
+    wire.to_vec()
 }
 
 /// As the server's connection reads: 64 KiB at a time from the socket

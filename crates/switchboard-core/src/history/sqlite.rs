@@ -645,6 +645,15 @@ mod tests {
         stored.last().unwrap().offset
     }
 
+    /// A store that wrote `count` messages to `lobby` under a guard of
+    /// `window`, synced them, and was dropped with the guard in place.
+    fn stop_uncleanly(dir: &Path, window: u64, count: u64) {
+        let store = SqliteHistory::open(dir).unwrap();
+        store.guard_unsynced(window).unwrap();
+        append_unsynced(&store, "lobby", count);
+        store.sync_blocking().unwrap();
+    }
+
     #[tokio::test]
     async fn reopening_under_the_guard_moves_every_offset_past_the_window() {
         let dir = tempfile::tempdir().unwrap();
@@ -688,13 +697,8 @@ mod tests {
     #[tokio::test]
     async fn retention_by_count_does_not_count_the_gap_a_recovery_left() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let store = SqliteHistory::open(dir.path()).unwrap();
-            store.guard_unsynced(100).unwrap();
-            append_unsynced(&store, "lobby", 5);
-            store.sync_blocking().unwrap();
-            // Dropped with the guard in place: offsets 6..=105 are skipped.
-        }
+        // Offsets 6..=105 are skipped.
+        stop_uncleanly(dir.path(), 100, 5);
         let store = SqliteHistory::open(dir.path()).unwrap();
         let after: Vec<NewMessage> = (0..5).map(|i| message("lobby", "after", i)).collect();
         assert_eq!(store.append(after).await.unwrap()[0].offset, 106);
@@ -720,13 +724,7 @@ mod tests {
     #[tokio::test]
     async fn retention_by_age_steps_over_a_gap_wider_than_a_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let window = 3 * TRIM_CHUNK;
-        {
-            let store = SqliteHistory::open(dir.path()).unwrap();
-            store.guard_unsynced(window).unwrap();
-            append_unsynced(&store, "lobby", 5);
-            store.sync_blocking().unwrap();
-        }
+        stop_uncleanly(dir.path(), 3 * TRIM_CHUNK, 5);
         let store = SqliteHistory::open(dir.path()).unwrap();
         let old = (0..5).map(|i| message("lobby", "old", 100 + i)).collect();
         store.append(old).await.unwrap();
