@@ -675,4 +675,204 @@ mod tests {
             "nothing is written through any more"
         );
     }
+
+    /// One record of the stress test below: a marker, who wrote it, its
+    /// number in that writer's sequence, and a body of its own length.
+    fn record(kind: u8, seq: u32, len: usize) -> Bytes {
+        let mut record = vec![0xA5, kind];
+        record.extend_from_slice(&seq.to_le_bytes());
+        record.extend_from_slice(&(len as u16).to_le_bytes());
+        record.resize(record.len() + len, seq as u8);
+        Bytes::from(record)
+    }
+
+    /// Wakes the thread playing the connection task.
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    /// The connection task's side of the protocol, as `Connection::poll_run`
+    /// drives it: take the queue once the last batch is out, claim the
+    /// socket for frames of its own, write, release when all is written.
+    /// Its own frames come one per `BROADCASTS / own` broadcasts pushed;
+    /// `emitted` counts them.
+    fn play_task(
+        outbox: &Outbox,
+        mut socket: std::net::TcpStream,
+        own: u32,
+        pushed: &AtomicUsize,
+        emitted: &AtomicUsize,
+    ) {
+        use std::io::Write;
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut send: VecDeque<Bytes> = VecDeque::new();
+        let (mut holds, mut own_sent) = (false, 0);
+        let mut rng = fastrand::Rng::with_seed(11);
+        let every = (BROADCASTS / own) as usize;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let broadcast = pushed.load(Ordering::SeqCst);
+            let idle = own_sent == own && send.is_empty() && outbox.queued_bytes() == 0;
+            if idle && broadcast == BROADCASTS as usize {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task never finished"
+            );
+            let mut progressed = false;
+            let take = send.is_empty();
+            if outbox.poll_take(&mut cx, &mut send, take).is_ready() {
+                holds = true;
+                progressed = true;
+            }
+            if !holds && !send.is_empty() {
+                outbox.claim_socket(&mut send);
+                holds = true;
+            }
+            while let Some(front) = send.front_mut() {
+                match socket.write(front) {
+                    Ok(n) if n == front.len() => drop(send.pop_front()),
+                    Ok(n) => *front = front.slice(n..),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("task write: {e}"),
+                }
+                progressed = true;
+            }
+            if holds && send.is_empty() {
+                outbox.release_socket();
+                holds = false;
+            }
+            // Last, as a reply to input is: it waits in `send` for the next
+            // round, which claims the socket for it.
+            if own_sent < own && broadcast >= every * (own_sent as usize + 1) {
+                send.push_back(record(1, own_sent, rng.usize(1..600)));
+                own_sent += 1;
+                emitted.store(own_sent as usize, Ordering::SeqCst);
+                progressed = true;
+            }
+            if !progressed {
+                std::thread::park_timeout(std::time::Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// Reads `count` records, pausing now and then so that the socket fills
+    /// and the task takes over; checks every record arrives whole, and
+    /// returns each writer's sequence numbers in order and how often the
+    /// writer changed from one record to the next.
+    fn read_records(mut peer: std::net::TcpStream, count: usize) -> ([Vec<u32>; 2], usize) {
+        let mut seen: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        let (mut last_kind, mut switches) = (0, 0);
+        let mut buf = Vec::new();
+        let mut chunk = [0; 64 * 1024];
+        let mut rng = fastrand::Rng::with_seed(5);
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        while seen[0].len() + seen[1].len() < count {
+            if rng.u8(..) < 16 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            let n = peer.read(&mut chunk).expect("records stopped coming");
+            assert!(n > 0, "the socket closed early");
+            buf.extend_from_slice(&chunk[..n]);
+            let mut at = 0;
+            while buf.len() - at >= 8 {
+                assert_eq!(buf[at], 0xA5, "a record was cut or interleaved");
+                let kind = buf[at + 1] as usize;
+                let seq = u32::from_le_bytes(buf[at + 2..at + 6].try_into().unwrap());
+                let len = u16::from_le_bytes([buf[at + 6], buf[at + 7]]) as usize;
+                if buf.len() - at < 8 + len {
+                    break;
+                }
+                let body = &buf[at + 8..at + 8 + len];
+                assert!(body.iter().all(|&b| b == seq as u8), "record {seq} garbled");
+                seen[kind].push(seq);
+                switches += usize::from(kind != last_kind);
+                last_kind = kind;
+                at += 8 + len;
+            }
+            buf.drain(..at);
+        }
+        (seen, switches)
+    }
+
+    const BROADCASTS: u32 = 2_000;
+
+    /// The write-through protocol under real concurrency: a broadcasting
+    /// thread writes through while a thread playing the connection task
+    /// claims the socket for frames of its own and takes the queue over
+    /// whenever the socket is full. It fails (records out of order, or cut
+    /// into each other) if broadcasts are written through while the task
+    /// writes.
+    #[test]
+    fn broadcasts_written_through_and_the_tasks_own_frames_interleave_whole_and_in_order() {
+        const OWN: u32 = 200;
+        // Loopback TCP with small buffers, which the reader's pauses fill.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let ours = listener.accept().unwrap().0;
+        ours.set_nonblocking(true).unwrap();
+        ours.set_nodelay(true).unwrap();
+        // Not below the loopback MSS, or TCP itself stalls on the window.
+        socket2::SockRef::from(&ours)
+            .set_send_buffer_size(32 * 1024)
+            .unwrap();
+        socket2::SockRef::from(&peer)
+            .set_recv_buffer_size(64 * 1024)
+            .unwrap();
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        outbox.lend_socket(ours.as_raw_fd());
+        let pushed = Arc::new(AtomicUsize::new(0));
+        let emitted = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let (outbox, pushed, emitted) = (outbox.clone(), pushed.clone(), emitted.clone());
+            let socket = ours.try_clone().unwrap();
+            std::thread::spawn(move || play_task(&outbox, socket, OWN, &pushed, &emitted))
+        };
+        let reader = std::thread::spawn(move || read_records(peer, (BROADCASTS + OWN) as usize));
+        let mut rng = fastrand::Rng::with_seed(3);
+        let every = BROADCASTS / OWN;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for seq in 0..BROADCASTS {
+            // Take turns with the task: its next frame of its own first
+            // (written or not), so the two kinds meet on the socket.
+            while (emitted.load(Ordering::SeqCst) as u32) < seq / every {
+                assert!(std::time::Instant::now() < deadline, "the task fell silent");
+                std::thread::yield_now();
+            }
+            let frame = record(0, seq, rng.usize(1..16_000));
+            loop {
+                let mut pushed_now = Ok(());
+                defer_wakes(|| pushed_now = outbox.try_push(frame.clone())).wake_all();
+                match pushed_now {
+                    Ok(()) => break,
+                    Err(PushError::Full) => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the queue never drained"
+                        );
+                        std::thread::sleep(std::time::Duration::from_micros(50))
+                    }
+                    Err(PushError::Closed) => panic!("the outbox closed"),
+                }
+            }
+            pushed.fetch_add(1, Ordering::SeqCst);
+            // Paced, so that the queue often empties and the next broadcast
+            // is written through, into a socket the reader left part full.
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+        task.join().expect("task");
+        let ([broadcasts, own], switches) = reader.join().expect("reader");
+        assert_eq!(broadcasts, (0..BROADCASTS).collect::<Vec<_>>());
+        assert_eq!(own, (0..OWN).collect::<Vec<_>>());
+        // The two kinds of writer really took turns on the socket.
+        assert!(switches > 20, "only {switches} switches between writers");
+        outbox.mark_closed();
+        drop(ours);
+    }
 }
