@@ -20,7 +20,7 @@ use crate::broker::{ChannelEvent, EventSink};
 use crate::channel::ChannelName;
 use crate::outbox::{Outbox, PushError};
 use crate::user::Username;
-use crate::wire::{EventKind, SharedFrame, Wire};
+use crate::wire::{EventIds, EventKind, SharedFrame, Wire, http_chunk};
 
 /// A process-unique connection number.
 pub type ConnectionId = u64;
@@ -268,11 +268,20 @@ impl JoinedRuns {
         if let Some((_, bytes)) = self.variants.iter().find(|(w, _)| w == wire) {
             return bytes.clone();
         }
+        // A chunked event stream takes the run as one chunk, not one each.
+        let (framing, events) = match wire {
+            Wire::ChunkedEventStream => (true, Wire::EventStream(EventIds::Offset)),
+            other => (false, *other),
+        };
         let mut run = BytesMut::new();
         for frame in frames {
-            run.extend_from_slice(&frame.frame_for(wire));
+            run.extend_from_slice(&frame.frame_for(&events));
         }
-        let run = run.freeze();
+        let run = if framing {
+            http_chunk(&run)
+        } else {
+            run.freeze()
+        };
         self.variants.push((*wire, run.clone()));
         run
     }
@@ -448,6 +457,17 @@ mod tests {
         assert_eq!(frames.len(), 1, "one buffer for the run");
         let expected: Vec<u8> = (1..=3).flat_map(|o| frame(o, &ws).to_vec()).collect();
         assert_eq!(frames[0], expected);
+    }
+
+    #[test]
+    fn a_chunked_event_stream_gets_a_run_as_one_chunk() {
+        let hub = Hub::default();
+        let outbox = subscriber(&hub, 1, Wire::ChunkedEventStream);
+        hub.go_live(&lobby(), 1, 0);
+        hub.deliver_all(vec![message(1), message(2)]);
+        let sse = Wire::EventStream(EventIds::Offset);
+        let events = [frame(1, &sse), frame(2, &sse)].concat();
+        assert_eq!(taken(&outbox), [http_chunk(&events)]);
     }
 
     #[test]

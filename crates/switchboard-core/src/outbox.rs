@@ -142,6 +142,8 @@ struct State {
     task_writing: bool,
     /// The front frame is partly written: the rest goes before anything else.
     front_started: bool,
+    /// Something was written through since [`Outbox::take_wrote_through`].
+    wrote_through: bool,
 }
 
 /// What the connection task took from its outbox.
@@ -258,6 +260,12 @@ impl Outbox {
     /// The connection task has written everything it took.
     pub fn release_socket(&self) {
         self.state.lock().task_writing = false;
+    }
+
+    /// Whether anything was written through since the last call: a task
+    /// that keeps an idle connection alive (an SSE heartbeat) need not.
+    pub fn take_wrote_through(&self) -> bool {
+        std::mem::take(&mut self.state.lock().wrote_through)
     }
 
     /// Writes the queue straight into the lent socket if the task is not
@@ -403,6 +411,7 @@ impl State {
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            self.wrote_through = true;
             self.advance(written);
         }
         Ok(())
@@ -579,6 +588,7 @@ mod tests {
         let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let (outbox, _ours, mut peer) = lending_outbox(&mut cx);
+        assert!(!outbox.take_wrote_through());
         broadcast(
             &outbox,
             &[Bytes::from_static(b"one,"), Bytes::from_static(b"two")],
@@ -586,6 +596,8 @@ mod tests {
         assert_eq!(read_now(&mut peer), b"one,two");
         assert_eq!(counter.0.load(Ordering::SeqCst), 0, "the task slept on");
         assert_eq!(outbox.queued_bytes(), 0);
+        assert!(outbox.take_wrote_through(), "the task can tell");
+        assert!(!outbox.take_wrote_through(), "once");
     }
 
     #[test]
@@ -595,6 +607,7 @@ mod tests {
         let (outbox, _ours, mut peer) = lending_outbox(&mut cx);
         defer_wakes(|| outbox.try_push(Bytes::from_static(b"one")).unwrap()).wake_tasks();
         assert_eq!(read_now(&mut peer), b"", "left to the task");
+        assert!(!outbox.take_wrote_through());
         assert_eq!(counter.0.load(Ordering::SeqCst), 1, "the task is told");
         let mut taken = VecDeque::new();
         assert!(outbox.poll_take(&mut cx, &mut taken, true).is_ready());

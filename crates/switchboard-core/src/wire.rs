@@ -17,6 +17,10 @@ pub enum Wire {
     WebSocket(FrameEncoder),
     /// Server-Sent Events (`GET /sse`).
     EventStream(EventIds),
+    /// Server-Sent Events of one channel (`id: OFFSET`) on an HTTP/1.1
+    /// socket the stream writes itself: every event is a whole chunk of the
+    /// chunked response body, so any run of them goes out as it is.
+    ChunkedEventStream,
 }
 
 /// How an SSE stream writes message ids.
@@ -69,6 +73,11 @@ impl Wire {
                 sse::event(&mut out, None, None, json);
                 Bytes::from(out)
             }
+            Wire::ChunkedEventStream => {
+                let mut out = String::with_capacity(json.len() + 8);
+                sse::event(&mut out, None, None, json);
+                http_chunk(out.as_bytes())
+            }
         }
     }
 
@@ -76,6 +85,17 @@ impl Wire {
     pub fn encode_event(&self, channel: &ChannelName, kind: EventKind, json: String) -> Bytes {
         SharedFrame::new(channel.clone(), kind, json).frame_for(self)
     }
+}
+
+/// `bytes` as one chunk of an HTTP/1.1 chunked body: size in hex, CRLF,
+/// the bytes, CRLF. Never empty: an empty chunk ends the body.
+pub fn http_chunk(bytes: &[u8]) -> Bytes {
+    debug_assert!(!bytes.is_empty(), "an empty chunk would end the body");
+    let mut chunk = Vec::with_capacity(bytes.len() + 12);
+    chunk.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+    chunk.extend_from_slice(bytes);
+    chunk.extend_from_slice(b"\r\n");
+    Bytes::from(chunk)
 }
 
 /// How one connection wants its frames: plain, or deflated with its window.
@@ -142,6 +162,8 @@ pub struct SharedFrame {
     deflated: [OnceLock<Bytes>; 8],
     /// Indexed by [`EventIds`] as usize.
     events: [OnceLock<Bytes>; 2],
+    /// The `id: OFFSET` event as a chunk.
+    chunked_event: OnceLock<Bytes>,
 }
 
 impl SharedFrame {
@@ -153,6 +175,7 @@ impl SharedFrame {
             plain: OnceLock::new(),
             deflated: Default::default(),
             events: Default::default(),
+            chunked_event: OnceLock::new(),
         }
     }
 
@@ -175,6 +198,10 @@ impl SharedFrame {
             Wire::WebSocket(encoder) => self.websocket_frame(encoder),
             Wire::EventStream(ids) => self.events[*ids as usize]
                 .get_or_init(|| self.encode_event(*ids))
+                .clone(),
+            Wire::ChunkedEventStream => self
+                .chunked_event
+                .get_or_init(|| http_chunk(&self.frame_for(&Wire::EventStream(EventIds::Offset))))
                 .clone(),
         }
     }
@@ -272,5 +299,25 @@ mod tests {
         // Presence events carry no id: they are not a resume point.
         let join = SharedFrame::new(lobby(), EventKind::Join, "{}".into());
         assert_eq!(&join.frame_for(&single)[..], b"event: join\ndata: {}\n\n");
+    }
+
+    #[test]
+    fn a_chunked_stream_gets_each_event_as_a_whole_chunk() {
+        let shared = message(r#"{"type":"message"}"#);
+        let chunked = shared.frame_for(&Wire::ChunkedEventStream);
+        assert_eq!(
+            chunked.as_ptr(),
+            shared.frame_for(&Wire::ChunkedEventStream).as_ptr()
+        );
+        let event = b"id: 7\nevent: message\ndata: {\"type\":\"message\"}\n\n";
+        let mut expected = format!("{:x}\r\n", event.len()).into_bytes();
+        expected.extend_from_slice(event);
+        expected.extend_from_slice(b"\r\n");
+        assert_eq!(&chunked[..], &expected[..]);
+        assert_eq!(
+            &Wire::ChunkedEventStream.encode_text("{}")[..],
+            b"a\r\ndata: {}\n\n\r\n"
+        );
+        assert_eq!(&http_chunk(&[b'x'; 300])[..5], b"12c\r\n");
     }
 }

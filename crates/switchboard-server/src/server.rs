@@ -18,6 +18,7 @@ use tower_service::Service;
 use crate::app::{AppState, StartError};
 use crate::config::Config;
 use crate::http;
+use crate::socket::HttpSocket;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
@@ -141,15 +142,18 @@ async fn serve_http(
     let _ = stream.set_nodelay(true);
     let abort = AbortConnection::default();
     let service_abort = abort.clone();
+    let socket = HttpSocket::new(stream);
+    let loan = socket.lend();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(service_abort.clone());
+        request.extensions_mut().insert(loan.clone());
         router.clone().call(request)
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(socket), service)
         .with_upgrades();
     tokio::pin!(connection);
     let aborted = abort.0.cancelled();

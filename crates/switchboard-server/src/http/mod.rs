@@ -14,13 +14,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use serde::Deserialize;
 use switchboard_core::{ChannelName, Username};
 
 use crate::app::AppState;
 use crate::echo::Echo;
 use crate::server::AbortConnection;
+use crate::socket::SocketLoan;
 use crate::transport::native::{ChatSession, RateLimit};
 use crate::transport::{sse, websocket};
 
@@ -88,7 +89,15 @@ async fn event_stream(
 ) -> Result<Response, ApiError> {
     let stream = sse::StreamRequest::parse(request.uri().query().unwrap_or(""), request.headers())?;
     let abort = request.extensions().get::<AbortConnection>().cloned();
-    sse::open(&state, stream, abort).await
+    // A body written to the socket directly must be chunked and sent:
+    // HTTP/1.0 bodies are not chunked, and a HEAD response has none.
+    let writes_itself = request.method() == Method::GET && request.version() == Version::HTTP_11;
+    let socket = request
+        .extensions()
+        .get::<SocketLoan>()
+        .filter(|_| writes_itself)
+        .cloned();
+    sse::open(&state, stream, abort, socket).await
 }
 
 async fn echo(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {

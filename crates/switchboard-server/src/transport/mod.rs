@@ -2,5 +2,6 @@
 //! protocol into calls on the node and knows nothing of the others.
 
 pub mod native;
+pub mod send_queue;
 pub mod sse;
 pub mod websocket;

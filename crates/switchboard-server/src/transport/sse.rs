@@ -8,13 +8,20 @@
 //! channels also writes, after each message event, an id-only block with
 //! every channel's position (`id: lobby:4,ops:9`, which dispatches no
 //! event), so a reconnect resumes all of them exactly.
+//!
+//! A stream of one channel on a plain HTTP/1.1 connection writes its body
+//! to the socket itself once hyper has sent the head, every event a whole
+//! chunk ([`Wire::ChunkedEventStream`]), and lends the socket to its outbox:
+//! broadcasts are written through it from the delivering thread, as they
+//! are to a WebSocket, without waking this stream's task. Other streams
+//! hand their chunks to hyper.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -25,7 +32,7 @@ use http_body::Frame;
 use switchboard_core::hub::SubscriberHandle;
 use switchboard_core::node::Greeting;
 use switchboard_core::outbox::Outbox;
-use switchboard_core::wire::{EventIds, Wire};
+use switchboard_core::wire::{EventIds, Wire, http_chunk};
 use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::sse::{self, Cursor};
 use tokio::task::AbortHandle;
@@ -35,6 +42,8 @@ use crate::app::AppState;
 use crate::connections::Registration;
 use crate::http::ApiError;
 use crate::server::AbortConnection;
+use crate::socket::{RawBody, SocketLoan};
+use crate::transport::send_queue::SendQueue;
 
 /// Most channels one stream may follow.
 pub const MAX_CHANNELS: usize = 64;
@@ -116,10 +125,12 @@ fn parse_cursor(text: &str) -> Result<Cursor, ApiError> {
 
 /// Opens the stream: subscribes every channel from its resume point and
 /// returns the `text/event-stream` response.
+/// `socket`, when given, lets a stream of one channel write its body itself.
 pub async fn open(
     state: &AppState,
     request: StreamRequest,
     abort: Option<AbortConnection>,
+    socket: Option<SocketLoan>,
 ) -> Result<Response, ApiError> {
     let node = state.node.clone();
     let outbox = Arc::new(Outbox::new(state.config.max_queued_bytes));
@@ -129,11 +140,16 @@ pub async fn open(
     } else {
         EventIds::ChannelAndOffset
     };
+    let socket = socket.filter(|_| ids == EventIds::Offset);
+    let wire = match socket {
+        Some(_) => Wire::ChunkedEventStream,
+        None => Wire::EventStream(ids),
+    };
     let me = SubscriberHandle {
         id: registration.id,
         username: request.user.clone().unwrap_or_else(Username::guest),
         outbox: outbox.clone(),
-        wire: Wire::EventStream(ids),
+        wire,
         in_presence: request.user.is_some(),
     };
 
@@ -167,7 +183,11 @@ pub async fn open(
     // The starting position, so a reconnect before any message still
     // resumes from here rather than from whenever it reconnects.
     cursor.write_id(&mut preamble);
-    let _ = outbox.try_push(Bytes::from(preamble));
+    let preamble = match socket {
+        Some(_) => http_chunk(preamble.as_bytes()),
+        None => Bytes::from(preamble),
+    };
+    let _ = outbox.try_push(preamble);
 
     let catch_up = tokio::spawn(catch_up(node, me, starts));
     let watchdog = abort.map(|abort| {
@@ -187,6 +207,7 @@ pub async fn open(
         heartbeat_every: state.config.sse_heartbeat,
         cursor,
         finished: false,
+        socket: socket.map(SocketWriter::new),
         _tasks: TaskGuard(vec![Some(catch_up.abort_handle()), watchdog]),
         _subscription: subscription,
         _registration: registration,
@@ -329,6 +350,8 @@ struct EventStream {
     heartbeat_every: Duration,
     cursor: StreamCursor,
     finished: bool,
+    /// Set when the body writes itself rather than through hyper.
+    socket: Option<SocketWriter>,
     // Dropped with the body: stops helpers, leaves channels, unregisters.
     _tasks: TaskGuard,
     _subscription: Subscription,
@@ -354,13 +377,16 @@ impl EventStream {
 
 impl http_body::Body for EventStream {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
+        if this.socket.is_some() {
+            return this.poll_socket(cx).map(|done| done.err().map(Err));
+        }
         if this.finished {
             return Poll::Ready(None);
         }
@@ -387,6 +413,93 @@ impl http_body::Body for EventStream {
             )))));
         }
         Poll::Pending
+    }
+}
+
+/// A body that writes itself: the socket, and the chunks being written.
+struct SocketWriter {
+    /// Until the first poll, when hyper holds the response head.
+    loan: Option<SocketLoan>,
+    raw: Option<RawBody>,
+    send: SendQueue,
+    /// The outbox may write through the socket (from the head on).
+    lent: bool,
+    /// Frames of the stream's own are being written: nothing goes through.
+    holds_socket: bool,
+}
+
+impl SocketWriter {
+    fn new(loan: SocketLoan) -> Self {
+        SocketWriter {
+            loan: Some(loan),
+            raw: None,
+            send: SendQueue::default(),
+            lent: false,
+            holds_socket: false,
+        }
+    }
+}
+
+impl EventStream {
+    /// Drives a body that writes itself; `Ready(Ok)` once it has ended (a
+    /// close was asked for and everything before it is written), after
+    /// which hyper writes the last chunk.
+    fn poll_socket(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let writer = self.socket.as_mut().expect("a body that writes itself");
+        if writer.raw.is_none() {
+            let raw = writer.loan.take().and_then(SocketLoan::into_raw_body);
+            writer.raw = Some(raw.ok_or_else(|| io::Error::other("the connection is gone"))?);
+        }
+        let raw = writer.raw.as_mut().expect("set above");
+        ready!(raw.poll_head_out(cx));
+        if !writer.lent {
+            self.outbox.lend_socket(raw.socket());
+            writer.lent = true;
+        }
+        loop {
+            let mut progressed = false;
+            if !self.finished {
+                // New frames only once the last are written: a client that
+                // does not read leaves them in the bounded outbox.
+                let take_frames = writer.send.is_empty();
+                if let Poll::Ready(taken) =
+                    self.outbox
+                        .poll_take(cx, &mut writer.send.frames, take_frames)
+                {
+                    writer.send.bytes += taken.bytes;
+                    writer.holds_socket = true;
+                    self.finished = taken.close.is_some();
+                    let next = Instant::now() + self.heartbeat_every;
+                    self.heartbeat.as_mut().reset(next);
+                    progressed = true;
+                }
+            }
+            if self.heartbeat.as_mut().poll(cx).is_ready() {
+                let next = Instant::now() + self.heartbeat_every;
+                self.heartbeat.as_mut().reset(next);
+                // Broadcasts written through kept the connection busy.
+                let quiet = !self.outbox.take_wrote_through();
+                if quiet && writer.send.is_empty() && !self.finished {
+                    writer.send.bytes += self.outbox.claim_socket(&mut writer.send.frames);
+                    writer.send.push(http_chunk(sse::HEARTBEAT.as_bytes()));
+                    writer.holds_socket = true;
+                }
+                progressed = true;
+            }
+            if let Poll::Ready(written) = writer.send.poll_write(raw, cx) {
+                written?;
+                if self.finished {
+                    return Poll::Ready(Ok(()));
+                }
+                if writer.holds_socket {
+                    self.outbox.release_socket();
+                    writer.holds_socket = false;
+                }
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
     }
 }
 

@@ -237,6 +237,50 @@ impl RawClient {
         }
     }
 
+    /// The next chunk of a chunked body, decoded strictly; `None` at the
+    /// last (empty) chunk.
+    pub async fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        let line_end = loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            assert!(self.fill().await, "EOF inside a chunked body");
+        };
+        let line = std::str::from_utf8(&self.buf[..line_end]).unwrap();
+        let size = usize::from_str_radix(line, 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        let end = line_end + 2 + size + 2;
+        while self.buf.len() < end {
+            assert!(self.fill().await, "EOF inside a chunk");
+        }
+        assert_eq!(&self.buf[end - 2..end], b"\r\n", "a chunk ends in CRLF");
+        let data = self.buf[line_end + 2..end - 2].to_vec();
+        self.buf.drain(..end);
+        (size > 0).then_some(data)
+    }
+
+    /// Reads until `marker` has arrived; returns everything read.
+    pub async fn read_until(&mut self, marker: &[u8]) -> Vec<u8> {
+        while !self.buf.windows(marker.len()).any(|w| w == marker) {
+            assert!(self.fill().await, "EOF before {marker:?}");
+        }
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Whatever arrives within `quiet` (empty if nothing does).
+    pub async fn read_within(&mut self, quiet: Duration) -> Vec<u8> {
+        let mut chunk = [0u8; 16384];
+        if let Ok(Ok(n)) = tokio::time::timeout(quiet, self.stream.read(&mut chunk)).await {
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Whether the server has closed the connection with nothing more sent.
+    pub async fn at_eof(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+
     async fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 16384];
         let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))

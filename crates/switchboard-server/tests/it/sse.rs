@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{ChatClient, TestServer, WAIT, get_json};
+use crate::common::{ChatClient, RawClient, TestServer, WAIT, get_json};
 
 /// One dispatched event, as `EventSource` would see it.
 #[derive(Debug, Clone)]
@@ -723,4 +723,95 @@ async fn shutdown_ends_open_streams() {
         .expect("shutdown waited for the stream")
         .unwrap()
         .unwrap();
+}
+
+/// The `id:` values in an event-stream body, in order.
+fn ids_in(body: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .map(|id| id.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_of_one_channel_is_well_formed_chunked_http_to_its_last_chunk() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let mut client = RawClient::connect(addr).await;
+    // Another response first on the same connection: the stream's head
+    // follows it.
+    let listing = client
+        .request(&format!(
+            "GET /api/channels HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(listing.status, 200);
+    let head = client
+        .request(&format!(
+            "GET /sse?channel=raw HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    let mut body = Vec::new();
+    let has = |body: &[u8], marker: &[u8]| body.windows(marker.len()).any(|w| w == marker);
+    while !has(&body, b"event: presence") {
+        body.extend(client.read_chunk().await.expect("a chunk"));
+    }
+    // One at a time, then a burst that commits several together.
+    for i in 1..=3 {
+        publish(addr, "raw", &format!("one at a time {i}")).await;
+    }
+    let burst: Vec<String> = (0..20).map(|i| format!("burst {i}")).collect();
+    futures_util::future::join_all(burst.iter().map(|msg| publish(addr, "raw", msg))).await;
+    while !has(&body, b"id: 23\n") {
+        body.extend(client.read_chunk().await.expect("a chunk"));
+    }
+    let finished = server.shut_down();
+    while let Some(chunk) = client.read_chunk().await {
+        body.extend(chunk);
+    }
+    assert!(client.at_eof().await, "nothing after the last chunk");
+    finished.await.unwrap().unwrap();
+    assert!(
+        body.starts_with(b"retry: "),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let expected: Vec<u64> = (0..=23).collect();
+    assert_eq!(
+        ids_in(&body),
+        expected,
+        "the start, then every message once, in order"
+    );
+}
+
+#[tokio::test]
+async fn http_1_0_gets_a_plain_stream_and_head_gets_no_body() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let mut old = RawClient::connect(addr).await;
+    let head = old.request("GET /sse?channel=old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("transfer-encoding"), None);
+    publish(addr, "old", "hello").await;
+    let body = old.read_until(b"hello").await;
+    assert!(
+        body.starts_with(b"retry: "),
+        "an HTTP/1.0 body has no chunk framing: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(ids_in(&body), [0, 1]);
+
+    let mut probe = RawClient::connect(addr).await;
+    let response = probe
+        .request(&format!(
+            "HEAD /sse?channel=old HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    publish(addr, "old", "again").await;
+    assert_eq!(probe.read_within(Duration::from_millis(300)).await, b"");
 }

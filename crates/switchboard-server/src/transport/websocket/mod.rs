@@ -17,7 +17,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use switchboard_ws::handshake;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 pub use connection::{Connection, Ended, MessageHandler, Replies, WsSettings};
 
@@ -28,6 +27,7 @@ use switchboard_core::wire::FrameEncoder;
 use crate::app::AppState;
 use crate::connections::Registration;
 use crate::http::ApiError;
+use crate::socket::HttpSocket;
 
 /// What a handler is given about the connection it serves.
 #[derive(Debug, Clone)]
@@ -96,19 +96,32 @@ fn start_connection<H, F>(
 {
     // The plain TCP socket, when that is what lies beneath: no boxed I/O layer
     // on the hot path.
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let stream = parts.io.into_inner();
-            let socket = stream.as_raw_fd();
-            spawn_connection(
-                stream,
-                parts.read_buf,
-                Some(socket),
-                state,
-                deflate,
-                make_handler,
-            )
-        }
+    match upgraded.downcast::<TokioIo<HttpSocket>>() {
+        Ok(parts) => match parts.io.into_inner().into_stream() {
+            Ok(stream) => {
+                let socket = stream.as_raw_fd();
+                spawn_connection(
+                    stream,
+                    parts.read_buf,
+                    Some(socket),
+                    state,
+                    deflate,
+                    make_handler,
+                )
+            }
+            // Still shared (never, in practice): served as it is.
+            Err(shared) => {
+                let socket = shared.as_raw_fd();
+                spawn_connection(
+                    shared,
+                    parts.read_buf,
+                    Some(socket),
+                    state,
+                    deflate,
+                    make_handler,
+                )
+            }
+        },
         Err(upgraded) => spawn_connection(
             TokioIo::new(upgraded),
             Bytes::new(),
