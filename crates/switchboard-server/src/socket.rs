@@ -24,69 +24,18 @@ struct Flushes {
     waiter: AtomicWaker,
 }
 
-/// The I/O hyper serves a connection over.
+/// A TCP stream with several writers, each writing only while the others
+/// have nothing in flight.
 #[derive(Debug)]
-pub struct HttpSocket {
-    stream: Arc<TcpStream>,
-    flushes: Arc<Flushes>,
-}
+pub struct SharedStream(Arc<TcpStream>);
 
-impl HttpSocket {
-    pub fn new(stream: TcpStream) -> Self {
-        HttpSocket {
-            stream: Arc::new(stream),
-            flushes: Arc::default(),
-        }
-    }
-
-    /// What a handler on this connection gets to write a body itself.
-    pub fn lend(&self) -> SocketLoan {
-        SocketLoan {
-            stream: Arc::downgrade(&self.stream),
-            flushes: self.flushes.clone(),
-        }
-    }
-
-    /// The stream itself, after an upgrade, unless a body still shares it.
-    pub fn into_stream(self) -> Result<TcpStream, HttpSocket> {
-        let flushes = self.flushes;
-        Arc::try_unwrap(self.stream).map_err(|stream| HttpSocket { stream, flushes })
-    }
-}
-
-impl AsRawFd for HttpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-}
-
-impl AsyncRead for HttpSocket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for HttpSocket {
+impl AsyncWrite for SharedStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        poll_write_with(&self.stream, cx, |stream| stream.try_write(buf))
+        poll_write_with(&self.0, cx, |stream| stream.try_write(buf))
     }
 
     fn poll_write_vectored(
@@ -94,7 +43,7 @@ impl AsyncWrite for HttpSocket {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        poll_write_with(&self.stream, cx, |stream| stream.try_write_vectored(bufs))
+        poll_write_with(&self.0, cx, |stream| stream.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -102,14 +51,11 @@ impl AsyncWrite for HttpSocket {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // TCP has nothing to flush; hyper calls this once its buffer is empty.
-        self.flushes.count.fetch_add(1, Ordering::Release);
-        self.flushes.waiter.wake();
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -127,6 +73,99 @@ fn poll_write_with(
     }
 }
 
+/// The I/O hyper serves a connection over.
+#[derive(Debug)]
+pub struct HttpSocket {
+    stream: SharedStream,
+    flushes: Arc<Flushes>,
+}
+
+impl HttpSocket {
+    pub fn new(stream: TcpStream) -> Self {
+        HttpSocket {
+            stream: SharedStream(Arc::new(stream)),
+            flushes: Arc::default(),
+        }
+    }
+
+    /// What a handler on this connection gets to write a body itself.
+    pub fn lend(&self) -> SocketLoan {
+        SocketLoan {
+            stream: Arc::downgrade(&self.stream.0),
+            flushes: self.flushes.clone(),
+        }
+    }
+
+    /// The stream itself, after an upgrade, unless a body still shares it.
+    pub fn into_stream(self) -> Result<TcpStream, HttpSocket> {
+        let flushes = self.flushes;
+        Arc::try_unwrap(self.stream.0).map_err(|stream| HttpSocket {
+            stream: SharedStream(stream),
+            flushes,
+        })
+    }
+}
+
+impl AsRawFd for HttpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.0.as_raw_fd()
+    }
+}
+
+impl AsyncRead for HttpSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stream = &self.stream.0;
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for HttpSocket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // TCP has nothing to flush; hyper calls this once its buffer is empty.
+        self.flushes.count.fetch_add(1, Ordering::Release);
+        self.flushes.waiter.wake();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Put in each request's extensions: lets its handler write the response
 /// body to the socket itself.
 #[derive(Debug, Clone)]
@@ -140,7 +179,7 @@ impl SocketLoan {
     /// Called while the response's head is with hyper (a body's first
     /// poll): the body may write once that head has been flushed.
     pub fn into_raw_body(self) -> Option<RawBody> {
-        let stream = self.stream.upgrade()?;
+        let stream = SharedStream(self.stream.upgrade()?);
         let head_queued_before = self.flushes.count.load(Ordering::Acquire);
         Some(RawBody {
             stream,
@@ -154,7 +193,7 @@ impl SocketLoan {
 /// A response body's own handle on the socket.
 #[derive(Debug)]
 pub struct RawBody {
-    stream: Arc<TcpStream>,
+    stream: SharedStream,
     flushes: Arc<Flushes>,
     /// hyper's flush count when the head was still in its buffer.
     head_queued_before: u64,
@@ -176,37 +215,12 @@ impl RawBody {
     }
 
     pub fn socket(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-}
-
-impl AsyncWrite for RawBody {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        poll_write_with(&self.stream, cx, |stream| stream.try_write(buf))
+        self.stream.0.as_raw_fd()
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        poll_write_with(&self.stream, cx, |stream| stream.try_write_vectored(bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // hyper ends the response and owns the connection's end.
-        Poll::Ready(Ok(()))
+    /// Where the body writes (only once its head is out). hyper ends the
+    /// response, and the connection, itself: the body never shuts it.
+    pub fn stream(&mut self) -> &mut SharedStream {
+        &mut self.stream
     }
 }

@@ -486,7 +486,7 @@ impl EventStream {
                 }
                 progressed = true;
             }
-            if let Poll::Ready(written) = writer.send.poll_write(raw, cx) {
+            if let Poll::Ready(written) = writer.send.poll_write(raw.stream(), cx) {
                 written?;
                 if self.finished {
                     return Poll::Ready(Ok(()));

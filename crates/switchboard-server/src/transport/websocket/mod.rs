@@ -109,7 +109,8 @@ fn start_connection<H, F>(
                     make_handler,
                 )
             }
-            // Still shared (never, in practice): served as it is.
+            // Shared only while an event stream's body lives, and that ends
+            // before its connection can upgrade; served as it is all the same.
             Err(shared) => {
                 let socket = shared.as_raw_fd();
                 spawn_connection(
