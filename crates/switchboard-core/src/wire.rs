@@ -68,15 +68,13 @@ impl Wire {
     pub fn encode_text(&self, json: &str) -> Bytes {
         match self {
             Wire::WebSocket(encoder) => encoder.encode_text(json),
-            Wire::EventStream(_) => {
+            Wire::EventStream(_) | Wire::ChunkedEventStream => {
                 let mut out = String::with_capacity(json.len() + 8);
                 sse::event(&mut out, None, None, json);
-                Bytes::from(out)
-            }
-            Wire::ChunkedEventStream => {
-                let mut out = String::with_capacity(json.len() + 8);
-                sse::event(&mut out, None, None, json);
-                http_chunk(out.as_bytes())
+                match self {
+                    Wire::ChunkedEventStream => http_chunk(out.as_bytes()),
+                    _ => Bytes::from(out),
+                }
             }
         }
     }
