@@ -75,6 +75,9 @@ describe('chat page', () => {
     await waitForMessage(bob, 'Great, thanks!\nLunch at noon?');
     await say(bob, 'Sounds good, see you there.');
     await waitForMessage(alice, 'Sounds good, see you there.');
+    // Each page shows its own message when the server's copy comes back,
+    // which may be after the other page has it.
+    await waitForMessage(bob, 'Sounds good, see you there.');
 
     const seenByAlice = await shownMessages(alice);
     assert.deepEqual(
