@@ -27,11 +27,14 @@ export class Server {
     this.extraArgs = extraArgs;
     this.address = null;
     this.child = null;
+    this.exited = null;
   }
 
-  static async start(extraArgs = []) {
+  /** `env` adds environment variables, e.g. FAILPOINTS to arm a crash point
+   *  (the test build has them compiled in: `--features failpoints`). */
+  static async start(extraArgs = [], { env } = {}) {
     const server = new Server(extraArgs);
-    await server.spawn('127.0.0.1:0');
+    await server.spawn('127.0.0.1:0', env);
     return server;
   }
 
@@ -39,13 +42,15 @@ export class Server {
     return `http://${this.address}`;
   }
 
-  async spawn(listen) {
+  async spawn(listen, env = {}) {
     const args = ['--listen', listen, '--data-dir', this.dataDir, ...this.extraArgs];
     const child = spawn(serverBinary, args, {
       stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn,switchboard_server::server=info' },
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn,switchboard_server::server=info', ...env },
     });
     this.child = child;
+    // Resolves with the signal (or exit code) the process ended with.
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
     this.address = await new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('server did not report its address')), STARTUP_TIMEOUT_MS);
       let seen = '';
@@ -76,8 +81,8 @@ export class Server {
   }
 
   /** Starts again on the same address and data directory. */
-  async restart() {
-    await this.spawn(this.address);
+  async restart(env) {
+    await this.spawn(this.address, env);
   }
 
   async stop() {
@@ -167,6 +172,11 @@ export async function historyOf(server, channel) {
 export async function say(page, text) {
   await page.fill('#composer-input', text);
   await page.press('#composer-input', 'Enter');
+}
+
+/** Messages sent from the page and not yet confirmed by the server. */
+export function pendingMessages(page) {
+  return page.$$eval('#message-list .pending', (items) => items.map((item) => item.querySelector('.text').textContent));
 }
 
 /** Waits until a message with exactly `text` is on screen. */

@@ -12,6 +12,8 @@
 //! - [`outbox`]: the bounded per-connection queue the hub fills.
 //! - [`history`]: the [`history::HistoryStore`] trait and the embedded SQLite store.
 //! - [`broker`]: the [`broker::Broker`] trait and the in-process broker.
+//! - [`durability`]: `--sync before-ack`, the fsync thread behind the writer.
+//! - [`idempotency`]: the keys that make a resent publish a repeat.
 //! - [`wire`]: frame encoding shared across subscribers.
 //! - [`channel`], [`user`]: validated names.
 
@@ -20,6 +22,7 @@ pub mod channel;
 pub mod durability;
 pub mod history;
 pub mod hub;
+pub mod idempotency;
 pub mod node;
 pub mod outbox;
 pub mod user;

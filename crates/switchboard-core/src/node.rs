@@ -24,9 +24,10 @@ use crate::channel::ChannelName;
 use crate::durability::{SyncPolicy, SyncWindow, Unsynced, run_syncer};
 use crate::history::{
     HistoryError, HistoryPage, HistoryQuery, HistoryStore, NewMessage, Retention, SqliteHistory,
-    StreamPosition,
+    Stored, StreamPosition,
 };
 use crate::hub::{ConnectionId, Hub, SubscribeError, SubscriberHandle, push_or_close};
+use crate::idempotency::{IdempotencyKey, KeyRetention};
 use crate::outbox::{HeldWakes, PushError, defer_wakes};
 use crate::user::Username;
 use crate::wire::{EventKind, SharedFrame};
@@ -49,6 +50,8 @@ pub struct NodeConfig {
     /// Least time between the starts of two commits; a batch ready sooner
     /// waits, taking in what arrives meanwhile (zero: never wait).
     pub commit_interval: Duration,
+    /// How long and how many idempotency keys the store remembers.
+    pub idempotency: KeyRetention,
 }
 
 /// Messages read from history per page while replaying a subscription.
@@ -105,6 +108,7 @@ impl AckTarget {
                     id: id.as_ref(),
                     channel: &publication.channel,
                     offset: publication.offset,
+                    time: publication.time,
                 };
                 let frame = subscriber.wire.encode_text(&ack.to_json());
                 push_or_close(&subscriber.outbox, frame);
@@ -213,7 +217,7 @@ pub struct Node {
 impl Node {
     /// The embedded default: SQLite history in `data_dir`, in-process broker.
     pub fn embedded(config: NodeConfig, data_dir: &Path) -> Result<Arc<Node>, HistoryError> {
-        let history = Arc::new(SqliteHistory::open(data_dir)?);
+        let history = Arc::new(SqliteHistory::open_with(data_dir, config.idempotency)?);
         let hub = Arc::new(Hub::default());
         let broker = Arc::new(MemoryBroker::default());
         broker.attach(hub.clone());
@@ -285,12 +289,15 @@ impl Node {
         &self.config
     }
 
-    /// Queues a message for durable storage, then delivery and `ack`.
+    /// Queues a message for durable storage, then delivery and `ack`. With
+    /// an idempotency key already used by `username` in `channel` within the
+    /// window, nothing is stored or delivered and the ack repeats the first.
     pub fn publish(
         &self,
         channel: ChannelName,
         username: Username,
         msg: String,
+        idempotency_key: Option<IdempotencyKey>,
         ack: AckTarget,
     ) -> Result<(), PublishError> {
         if msg.len() > self.config.max_msg_bytes {
@@ -305,6 +312,7 @@ impl Node {
                 username,
                 msg,
                 time: 0,
+                idempotency_key,
             },
             ack,
         };
@@ -595,11 +603,11 @@ impl GroupCommit {
         if let Some(ack_after_sync) = &self.ack_after_sync {
             return self.deliver_then_sync(ack_after_sync, batch, channels, acks);
         }
+        fail::fail_point!("history-before-commit", |_| kill_self());
         match self.history.append_blocking(&self.runtime, batch) {
             Ok(stored) => {
-                let publications: Vec<Arc<Publication>> =
-                    stored.into_iter().map(Arc::new).collect();
-                let events = message_events(&publications, channels);
+                fail::fail_point!("history-after-commit", |_| kill_self());
+                let (publications, events) = message_events(stored, channels);
                 // Subscribers' wake-ups wait until the acks are queued: a
                 // publisher with a window of messages in flight sends its
                 // next ones that much sooner.
@@ -646,11 +654,8 @@ impl GroupCommit {
                 return;
             }
         };
-        let publications: Vec<Arc<Publication>> = stored.into_iter().map(Arc::new).collect();
-        let subscribers = defer_wakes(|| {
-            self.broker
-                .publish_all(message_events(&publications, channels))
-        });
+        let (publications, events) = message_events(stored, channels);
+        let subscribers = defer_wakes(|| self.broker.publish_all(events));
         let unsynced = Unsynced { publications, acks };
         if let Err(std::sync::mpsc::SendError(unsynced)) = ack_after_sync.syncer.send(unsynced) {
             // The fsync thread is gone: nothing will make these durable.
@@ -679,18 +684,36 @@ impl GroupCommit {
     }
 }
 
+/// What a batch stored: every publication, in batch order, for the acks;
+/// and the events to deliver, one per message stored anew (a repeat of an
+/// idempotency key was delivered when it was first stored).
 fn message_events(
-    publications: &[Arc<Publication>],
+    stored: Vec<Stored>,
     channels: Vec<ChannelName>,
-) -> Vec<ChannelEvent> {
-    publications
-        .iter()
-        .zip(channels)
-        .map(|(publication, channel)| ChannelEvent::Message {
-            channel,
-            publication: publication.clone(),
-        })
-        .collect()
+) -> (Vec<Arc<Publication>>, Vec<ChannelEvent>) {
+    let mut publications = Vec::with_capacity(stored.len());
+    let mut events = Vec::with_capacity(stored.len());
+    for (stored, channel) in stored.into_iter().zip(channels) {
+        let publication = Arc::new(stored.publication);
+        if !stored.repeat {
+            events.push(ChannelEvent::Message {
+                channel,
+                publication: publication.clone(),
+            });
+        }
+        publications.push(publication);
+    }
+    (publications, events)
+}
+
+/// A fail point's action in crash tests: the process ends at once, as by
+/// `kill -9`, with nothing flushed or answered.
+#[cfg(feature = "failpoints")]
+fn kill_self() {
+    // SAFETY: kill(2) with our own pid; no memory is involved.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
 }
 
 async fn run_retention(

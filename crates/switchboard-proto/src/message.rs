@@ -30,7 +30,7 @@ pub fn format_time(millis: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
 }
 
-fn rfc3339_millis<S: Serializer>(millis: &u64, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339_millis<S: Serializer>(millis: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(
         UNIX_EPOCH + Duration::from_millis(*millis),
     ))

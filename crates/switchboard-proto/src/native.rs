@@ -27,9 +27,13 @@ pub enum Request {
         channel: String,
         id: Option<RequestId>,
     },
+    /// With `idempotency_key`, a repeat within the server's window (a
+    /// resend after a dropped connection) is acknowledged with the first
+    /// publish's offset and not stored again.
     Publish {
         channel: String,
         msg: String,
+        idempotency_key: Option<String>,
         id: Option<RequestId>,
     },
     History {
@@ -96,6 +100,8 @@ pub enum ErrorCode {
     InvalidLimit,
     /// The server cannot take more work right now; retry later.
     Overloaded,
+    /// `idempotency_key` empty or over 64 characters.
+    InvalidIdempotencyKey,
     /// Storage failed; the request may be retried.
     Internal,
 }
@@ -182,12 +188,16 @@ pub enum ServerMessage<'a> {
         channel: &'a str,
         username: &'a str,
     },
-    /// The message is durably stored under `offset`.
+    /// The message is durably stored under `offset`, at `time` (what its
+    /// `message` shows). A repeat of an `idempotency_key` gets the first
+    /// publish's offset and time.
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         channel: &'a str,
         offset: u64,
+        #[serde(serialize_with = "crate::message::rfc3339_millis")]
+        time: u64,
     },
     History {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -250,7 +260,17 @@ mod tests {
             Ok(Inbound::Request(Request::Publish {
                 channel: "a".into(),
                 msg: "hi".into(),
+                idempotency_key: None,
                 id: Some(json!(7))
+            }))
+        );
+        assert_eq!(
+            parse_inbound(r#"{"type":"publish","channel":"a","msg":"hi","idempotency_key":"k1"}"#),
+            Ok(Inbound::Request(Request::Publish {
+                channel: "a".into(),
+                msg: "hi".into(),
+                idempotency_key: Some("k1".into()),
+                id: None
             }))
         );
         assert!(matches!(

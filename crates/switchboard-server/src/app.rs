@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::path::PathBuf;
 
 use switchboard_core::history::{HistoryError, Retention};
+use switchboard_core::idempotency::KeyRetention;
 use switchboard_core::{Node, NodeConfig};
 
 use crate::config::Config;
@@ -70,6 +71,10 @@ impl AppState {
             max_batch: config.max_batch,
             sync: config.sync,
             commit_interval: config.commit_interval,
+            idempotency: KeyRetention {
+                window: config.idempotency_window,
+                max_keys: config.idempotency_max_keys,
+            },
         };
         let node = Node::embedded(node_config, &config.data_dir)?;
         Ok(AppState {

@@ -75,6 +75,26 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_COMMIT_INTERVAL", default_value = "0s", value_parser = commit_interval)]
     pub commit_interval: Duration,
 
+    /// How long the idempotency key of a publish is remembered: a publish
+    /// repeating it within this window (same user, same channel) gets the
+    /// first one's ack and is not stored again.
+    #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idempotency_window: Duration,
+
+    /// Most idempotency keys remembered; past it the oldest are forgotten
+    /// first (each key takes at most about 450 bytes on disk).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_IDEMPOTENCY_MAX_KEYS",
+        default_value_t = 1_000_000
+    )]
+    pub idempotency_max_keys: u64,
+
+    /// Channels one `/ws` connection may be subscribed to at once; one more
+    /// is refused with `too_many_subscriptions`.
+    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub max_subscriptions: usize,
+
     /// Largest WebSocket message accepted, in bytes, after reassembly and
     /// decompression; a bigger one closes the connection with 1009.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]

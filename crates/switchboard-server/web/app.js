@@ -70,12 +70,27 @@ function join(nickname, channel) {
       reset: () => view.clearMessages(),
       log: (text, kind) => view.log(text, kind),
       refused: (reason) => view.addNotice(`Not sent: ${reason}`),
+      pending: (entry) => view.addPending(entry),
+      stored: (entry) => view.markStored(entry),
+      settled: (entry) => view.removePending(entry),
+      failed: (entry, reason) => {
+        view.failPending(entry, reason, editAgain);
+        if ($('composer-input').value === '') editAgain(entry.text);
+      },
     },
   });
   view.start(nickname, channel, transport.name);
   view.log(`joining #${channel} as ${nickname} over ${transport.name}`);
   transport.start();
   $('composer-input').focus();
+}
+
+/** Puts a refused message's text back into the composer. */
+function editAgain(text) {
+  const input = $('composer-input');
+  input.value = text;
+  fitComposer();
+  input.focus();
 }
 
 function sendComposed() {

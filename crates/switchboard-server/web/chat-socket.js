@@ -13,7 +13,6 @@ export class ChatSocket extends ChannelTransport {
     this.socket = null;
     // The epoch the resume offset belongs to.
     this.epoch = null;
-    this.nextId = 1;
     this.onBrowserOnline = () => this.reconnectNow();
   }
 
@@ -31,11 +30,17 @@ export class ChatSocket extends ChannelTransport {
     this.on.state('offline');
   }
 
-  /** Publishes `text`; false if not connected (nothing was sent). */
-  send(text) {
-    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
-    this.request({ type: 'publish', channel: this.channel, msg: text, id: this.nextId++ });
-    return true;
+  connected() {
+    return this.socket?.readyState === WebSocket.OPEN;
+  }
+
+  /** Publishes a pending message; its key is also the request id, so the
+   *  ack or error names it. */
+  transmit(entry) {
+    if (!this.connected()) return;
+    this.request({
+      type: 'publish', channel: this.channel, msg: entry.text, idempotency_key: entry.key, id: entry.key,
+    });
   }
 
   connect() {
@@ -97,9 +102,14 @@ export class ChatSocket extends ChannelTransport {
       case 'leave':
         this.on.leave(frame.username);
         break;
+      case 'ack':
+        this.acknowledged(frame.id, frame.offset, frame.time);
+        break;
       case 'error':
         this.on.log(`error ${frame.code}: ${frame.reason}`, 'bad');
-        if (frame.id !== undefined) this.on.refused(frame.reason);
+        if (frame.id !== undefined && !this.refusedUnconfirmed(frame.id, frame.reason)) {
+          this.on.refused(frame.reason);
+        }
         break;
       default:
         break;
@@ -143,5 +153,6 @@ export class ChatSocket extends ChannelTransport {
     this.on.presence(frame.presence);
     this.on.state('online');
     this.on.log(`subscribed #${frame.channel} at offset ${frame.offset}`, 'good');
+    this.resendUnconfirmed();
   }
 }

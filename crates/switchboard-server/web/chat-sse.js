@@ -3,7 +3,7 @@
 // EventSource reconnects by itself and sends the last event id (the
 // offset), so the server resumes the stream where it broke.
 
-import { ChannelTransport } from './channel-transport.js';
+import { ChannelTransport, retryDelay } from './channel-transport.js';
 
 const HISTORY_ON_JOIN = 50;
 
@@ -26,24 +26,39 @@ export class ChatEventSource extends ChannelTransport {
     this.on.state('offline');
   }
 
-  /** Publishes `text` over HTTP; false if not connected (nothing was sent). */
-  send(text) {
-    if (!this.source || this.source.readyState !== EventSource.OPEN) return false;
+  connected() {
+    return this.source?.readyState === EventSource.OPEN;
+  }
+
+  /** Publishes a pending message over HTTP. A request that never got an
+   *  answer (the connection dropped) is sent again, with the same key,
+   *  once the stream is back. */
+  async transmit(entry) {
+    if (!this.connected() || entry.inFlight) return;
+    entry.inFlight = true;
     const url = `/api/channels/${encodeURIComponent(this.channel)}/messages`;
-    fetch(url, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ username: this.user, msg: text }),
-    })
-      .then(async (response) => {
-        if (response.status === 201) return;
-        const body = await response.json().catch(() => ({}));
-        const reason = body.error?.message ?? `HTTP ${response.status}`;
-        this.on.log(`publish refused: ${response.status} ${body.error?.code ?? ''}`, 'bad');
-        this.on.refused(`${reason}: “${text}”`);
-      })
-      .catch((error) => this.on.refused(`${error.message}: “${text}”`));
-    return true;
+    let response;
+    try {
+      response = await fetch(url, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ username: this.user, msg: entry.text, idempotency_key: entry.key }),
+      });
+    } catch (error) {
+      entry.inFlight = false;
+      this.on.log(`publish not answered (${error.message}); it is sent again once reconnected`, 'bad');
+      if (this.connected()) setTimeout(() => this.transmit(entry), retryDelay(0));
+      return;
+    }
+    entry.inFlight = false;
+    const body = await response.json().catch(() => ({}));
+    if (response.status === 201) {
+      this.acknowledged(entry.key, body.offset, body.time);
+      return;
+    }
+    const reason = body.error?.message ?? `HTTP ${response.status}`;
+    this.on.log(`publish refused: ${response.status} ${body.error?.code ?? ''}`, 'bad');
+    this.refusedUnconfirmed(entry.key, reason);
   }
 
   /** First time: the latest messages over HTTP, then a stream from after
@@ -67,6 +82,7 @@ export class ChatEventSource extends ChannelTransport {
       this.attempt = 0;
       this.on.log('open', 'good');
       this.on.state('online');
+      this.resendUnconfirmed();
     };
     source.onerror = () => this.failed(source);
     source.addEventListener('message', (event) => this.deliver(JSON.parse(event.data)));

@@ -45,9 +45,64 @@ export class ChatView {
     $('composer-send').disabled = state !== 'online';
   }
 
-  /** Drops every shown message (the channel's history was reset). */
+  /** Drops every shown message (the channel's history was reset); what is
+   *  still being sent stays. */
   clearMessages() {
-    this.list.replaceChildren();
+    for (const item of this.list.querySelectorAll('.message, .notice')) item.remove();
+  }
+
+  /** A message being sent: shown below the conversation until the
+   *  server's copy takes its place. */
+  addPending(entry) {
+    const item = document.createElement('li');
+    item.className = 'pending own';
+    item.dataset.key = entry.key;
+    const meta = document.createElement('div');
+    meta.className = 'meta';
+    const state = document.createElement('span');
+    state.className = 'state';
+    state.textContent = 'sending…';
+    meta.append(state);
+    const text = document.createElement('div');
+    text.className = 'text';
+    text.textContent = entry.text;
+    item.append(meta, text);
+    this.list.append(item);
+    this.scrollToBottom();
+  }
+
+  pendingItem(entry) {
+    return this.list.querySelector(`li[data-key="${CSS.escape(entry.key)}"]`);
+  }
+
+  /** Stored (acked); shown in order once its copy arrives. */
+  markStored(entry) {
+    const item = this.pendingItem(entry);
+    if (!item) return;
+    item.classList.add('stored');
+    item.querySelector('.state').textContent = 'sent';
+  }
+
+  removePending(entry) {
+    this.pendingItem(entry)?.remove();
+  }
+
+  /** Refused: says why, and offers the text back for editing. */
+  failPending(entry, reason, onEdit) {
+    const item = this.pendingItem(entry);
+    if (!item) return;
+    item.classList.replace('pending', 'failed');
+    item.removeAttribute('data-key');
+    item.querySelector('.state').textContent = `Not sent: ${reason}`;
+    const edit = document.createElement('button');
+    edit.type = 'button';
+    edit.className = 'link-button';
+    edit.textContent = 'Edit';
+    edit.addEventListener('click', () => {
+      item.remove();
+      onEdit(entry.text);
+    });
+    item.querySelector('.meta').append(edit);
   }
 
   addMessage(message) {
@@ -75,7 +130,8 @@ export class ChatView {
     text.textContent = message.msg;
 
     item.append(meta, text);
-    this.list.append(item);
+    // Confirmed messages go above those still being sent.
+    this.list.insertBefore(item, this.list.querySelector(':scope > .pending'));
     if (stick || message.username === this.me) {
       this.scrollToBottom();
     } else {

@@ -1,5 +1,6 @@
-//! Durable channel history behind a trait: the embedded SQLite store by
-//! default, Redis when several nodes share channels.
+//! Durable channel history behind a trait, with the embedded SQLite store
+//! as its implementation. A store also remembers the idempotency keys of
+//! recent publishes, since a key is only as durable as the message it names.
 //!
 //! A store assigns offsets: it is the one place that knows a channel's last
 //! offset durably, so appends must go through a single writer per channel
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use switchboard_proto::Publication;
 
 use crate::channel::ChannelName;
+use crate::idempotency::IdempotencyKey;
 use crate::user::Username;
 
 /// Where a channel's stream stands: `epoch` changes whenever its history is
@@ -33,6 +35,21 @@ pub struct NewMessage {
     pub msg: String,
     /// Milliseconds since the Unix epoch.
     pub time: u64,
+    /// Names the publish: a second append with the same key from the same
+    /// user in the same channel, within the store's key window, stores
+    /// nothing and answers with the first one's offset and time.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// What an append did with one message.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The message under its offset. For a repeat, the offset and time are
+    /// those of the publish that first used the key.
+    pub publication: Publication,
+    /// The key was seen before: nothing new was stored, nothing is to be
+    /// delivered, and the ack repeats the first one.
+    pub repeat: bool,
 }
 
 /// Which stored messages to read, ascending by offset.
@@ -79,7 +96,7 @@ pub enum HistoryError {
 pub trait HistoryStore: Send + Sync + 'static {
     /// Appends messages (any channels) in one durable write, assigning each
     /// channel's next offsets in order. Returns once the write is durable.
-    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Publication>, HistoryError>;
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Stored>, HistoryError>;
 
     /// [`HistoryStore::append`] from a thread that may block: the node's
     /// writer thread, which commits and then delivers without handing the
@@ -89,7 +106,7 @@ pub trait HistoryStore: Send + Sync + 'static {
         &self,
         runtime: &tokio::runtime::Handle,
         batch: Vec<NewMessage>,
-    ) -> Result<Vec<Publication>, HistoryError> {
+    ) -> Result<Vec<Stored>, HistoryError> {
         runtime.block_on(self.append(batch))
     }
 
@@ -101,7 +118,7 @@ pub trait HistoryStore: Send + Sync + 'static {
         &self,
         runtime: &tokio::runtime::Handle,
         batch: Vec<NewMessage>,
-    ) -> Result<Vec<Publication>, HistoryError> {
+    ) -> Result<Vec<Stored>, HistoryError> {
         self.append_blocking(runtime, batch)
     }
 
@@ -139,9 +156,4 @@ pub trait HistoryStore: Send + Sync + 'static {
 
     /// Drops what `retention` no longer keeps; returns how many messages went.
     async fn trim(&self, retention: Retention, now_millis: u64) -> Result<u64, HistoryError>;
-}
-
-/// A new random epoch: 16 hex digits.
-pub fn new_epoch() -> String {
-    format!("{:016x}", fastrand::u64(..))
 }

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -21,9 +22,10 @@ use switchboard_proto::Publication;
 
 use super::{
     ChannelInfo, HistoryError, HistoryPage, HistoryQuery, HistoryStore, NewMessage, Retention,
-    StreamPosition, new_epoch,
+    Stored, StreamPosition,
 };
 use crate::channel::ChannelName;
+use crate::idempotency::KeyRetention;
 
 /// The file inside the data directory.
 pub const DATABASE_FILE: &str = "switchboard.db";
@@ -53,6 +55,15 @@ CREATE TABLE IF NOT EXISTS store_meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    channel  TEXT NOT NULL,
+    username TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    offset   INTEGER NOT NULL,
+    time     INTEGER NOT NULL,
+    PRIMARY KEY (channel, username, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_time ON idempotency_keys (time);
 ";
 
 /// `store_meta` key: offsets a channel new to the store starts after.
@@ -60,20 +71,38 @@ CREATE TABLE IF NOT EXISTS store_meta (
 /// first messages were delivered and then lost has no row to move forward.
 const NEW_CHANNEL_FLOOR: &str = "new_channel_floor";
 
+/// `store_meta` key: a random number drawn when the store is created, from
+/// which every channel's epoch is derived (see [`channel_epoch`]).
+const STORE_SEED: &str = "store_seed";
+
 /// History in a SQLite database under the data directory.
 #[derive(Clone)]
 pub struct SqliteHistory {
     inner: Arc<Inner>,
 }
 
+/// Lock order: `writer` before `channels`; `reader` is never held with
+/// either. No lock is held across an await.
 struct Inner {
+    /// The one connection that writes: appends, trims, the guard's pragma.
     writer: Mutex<Connection>,
+    /// Reads (history pages, positions of channels not cached).
     reader: Mutex<Connection>,
-    /// Every channel's epoch and last committed offset, loaded at open.
+    /// Epoch and last committed offset of every channel that has messages:
+    /// a cache of the `channels` table. Naming a channel adds nothing here;
+    /// only a commit does, and retention drops a channel whose messages are
+    /// all gone (its row keeps the offset, read back on demand).
     channels: Mutex<HashMap<ChannelName, ChannelMeta>>,
     /// Where a channel new to the store starts counting (0 unless a
     /// recovery moved offsets forward).
     new_channel_floor: u64,
+    /// Seeds the epochs of channels new to the store.
+    seed: u64,
+    /// How long and how many idempotency keys are kept.
+    keys: KeyRetention,
+    /// Keys stored, as counted by the writer: exact after each prune, an
+    /// overestimate in between (a replaced expired key counts again).
+    key_count: AtomicU64,
     data_dir: std::path::PathBuf,
 }
 
@@ -92,6 +121,11 @@ impl From<rusqlite::Error> for HistoryError {
 impl SqliteHistory {
     /// Opens (creating if needed) the database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<SqliteHistory, HistoryError> {
+        SqliteHistory::open_with(data_dir, KeyRetention::default())
+    }
+
+    /// [`SqliteHistory::open`], remembering idempotency keys as `keys` says.
+    pub fn open_with(data_dir: &Path, keys: KeyRetention) -> Result<SqliteHistory, HistoryError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             HistoryError::Storage(format!("cannot create {}: {e}", data_dir.display()))
         })?;
@@ -101,7 +135,9 @@ impl SqliteHistory {
         recover_unsynced(&writer, data_dir)?;
         let reader = open_connection(&path)?;
         let channels = load_channels(&writer)?;
-        let new_channel_floor = load_floor(&writer)?;
+        let new_channel_floor = load_meta(&writer, NEW_CHANNEL_FLOOR)?.unwrap_or(0);
+        let seed = load_or_create_seed(&writer)?;
+        let key_count = count_keys(&writer)?;
         tracing::info!(
             path = %path.display(),
             channels = channels.len(),
@@ -113,6 +149,9 @@ impl SqliteHistory {
                 reader: Mutex::new(reader),
                 channels: Mutex::new(channels),
                 new_channel_floor,
+                seed,
+                keys,
+                key_count: AtomicU64::new(key_count),
                 data_dir: data_dir.to_owned(),
             }),
         })
@@ -175,19 +214,47 @@ fn recover_unsynced(conn: &Connection, data_dir: &Path) -> Result<(), HistoryErr
     remove_durably(&guard, data_dir)
 }
 
-fn load_floor(conn: &Connection) -> Result<u64, HistoryError> {
-    let floor = conn
+fn load_meta(conn: &Connection, key: &str) -> Result<Option<u64>, HistoryError> {
+    let value = conn
         .query_row(
             "SELECT value FROM store_meta WHERE key = ?1",
-            [NEW_CHANNEL_FLOOR],
+            [key],
             |row| row.get::<_, i64>(0),
         )
-        .map(|v| v as u64);
-    match floor {
-        Ok(floor) => Ok(floor),
-        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(0),
-        Err(e) => Err(e.into()),
+        .optional()?;
+    Ok(value.map(|v| v as u64))
+}
+
+fn load_or_create_seed(conn: &Connection) -> Result<u64, HistoryError> {
+    if let Some(seed) = load_meta(conn, STORE_SEED)? {
+        return Ok(seed);
     }
+    let seed = fastrand::u64(..);
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES (?1, ?2)",
+        params![STORE_SEED, seed as i64],
+    )?;
+    Ok(seed)
+}
+
+fn count_keys(conn: &Connection) -> Result<u64, HistoryError> {
+    let count = conn.query_row("SELECT COUNT(*) FROM idempotency_keys", [], |row| {
+        row.get::<_, i64>(0)
+    })?;
+    Ok(count as u64)
+}
+
+/// The epoch of a channel new to the store: the same every time it is
+/// asked for, with no state kept, so a client that saw an empty channel's
+/// epoch finds it unchanged once messages arrive. Derived from the store's
+/// seed, so a new store (history wiped) means new epochs. FNV-1a, 64 bits.
+fn channel_epoch(seed: u64, channel: &ChannelName) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in seed.to_le_bytes().iter().chain(channel.as_str().as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 fn storage_error(what: &str, path: &Path, e: std::io::Error) -> HistoryError {
@@ -219,8 +286,12 @@ fn first_offset(conn: &Connection, channel: &str) -> Result<Option<u64>, History
     Ok(first.map(|o| o as u64))
 }
 
+/// The channels that have messages; the others are read when asked for.
 fn load_channels(conn: &Connection) -> Result<HashMap<ChannelName, ChannelMeta>, HistoryError> {
-    let mut statement = conn.prepare("SELECT name, epoch, last_offset FROM channels")?;
+    let mut statement = conn.prepare(
+        "SELECT name, epoch, last_offset FROM channels
+         WHERE EXISTS (SELECT 1 FROM messages WHERE channel = name)",
+    )?;
     let rows = statement.query_map([], |row| {
         Ok((
             row.get::<_, String>(0)?,
@@ -246,30 +317,59 @@ fn load_channels(conn: &Connection) -> Result<HashMap<ChannelName, ChannelMeta>,
 }
 
 impl Inner {
-    fn meta(&self, channel: &ChannelName) -> ChannelMeta {
-        self.channels
-            .lock()
-            .entry(channel.clone())
-            .or_insert_with(|| ChannelMeta {
-                epoch: new_epoch(),
-                last_offset: self.new_channel_floor,
+    /// `channel`'s epoch and last offset, through `conn` when not cached.
+    /// Adds nothing to the cache: naming a channel must not create state.
+    fn meta_via(
+        &self,
+        conn: &Connection,
+        channel: &ChannelName,
+    ) -> Result<ChannelMeta, HistoryError> {
+        if let Some(meta) = self.channels.lock().get(channel) {
+            return Ok(meta.clone());
+        }
+        let stored = conn
+            .prepare_cached("SELECT epoch, last_offset FROM channels WHERE name = ?1")?
+            .query_row([channel.as_str()], |row| {
+                Ok(ChannelMeta {
+                    epoch: row.get(0)?,
+                    last_offset: row.get::<_, i64>(1)? as u64,
+                })
             })
-            .clone()
+            .optional()?;
+        Ok(stored.unwrap_or_else(|| ChannelMeta {
+            epoch: channel_epoch(self.seed, channel),
+            last_offset: self.new_channel_floor,
+        }))
     }
 
-    fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Publication>, HistoryError> {
+    fn meta(&self, channel: &ChannelName) -> Result<ChannelMeta, HistoryError> {
+        if let Some(meta) = self.channels.lock().get(channel) {
+            return Ok(meta.clone());
+        }
+        self.meta_via(&self.reader.lock(), channel)
+    }
+
+    fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Stored>, HistoryError> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         let mut touched: HashMap<ChannelName, ChannelMeta> = HashMap::new();
-        let mut published = Vec::with_capacity(batch.len());
+        let mut stored = Vec::with_capacity(batch.len());
+        let mut keys_added = 0;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO messages (channel, offset, time, username, msg) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for message in batch {
-                let meta = touched
-                    .entry(message.channel.clone())
-                    .or_insert_with(|| self.meta(&message.channel));
+                if let Some(first) = self.repeated_key(&tx, &message)? {
+                    stored.push(first);
+                    continue;
+                }
+                let meta = match touched.entry(message.channel.clone()) {
+                    std::collections::hash_map::Entry::Occupied(meta) => meta.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(self.meta_via(&tx, &message.channel)?)
+                    }
+                };
                 meta.last_offset += 1;
                 insert.execute(params![
                     message.channel.as_str(),
@@ -278,12 +378,29 @@ impl Inner {
                     message.username.as_str(),
                     message.msg,
                 ])?;
-                published.push(Publication {
-                    channel: message.channel.as_str().to_owned(),
-                    offset: meta.last_offset,
-                    username: message.username.as_str().to_owned(),
-                    msg: message.msg,
-                    time: message.time,
+                if let Some(key) = &message.idempotency_key {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO idempotency_keys (channel, username, key, offset, time)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        message.channel.as_str(),
+                        message.username.as_str(),
+                        key.as_str(),
+                        meta.last_offset as i64,
+                        message.time as i64,
+                    ])?;
+                    keys_added += 1;
+                }
+                stored.push(Stored {
+                    publication: Publication {
+                        channel: message.channel.as_str().to_owned(),
+                        offset: meta.last_offset,
+                        username: message.username.as_str().to_owned(),
+                        msg: message.msg,
+                        time: message.time,
+                    },
+                    repeat: false,
                 });
             }
             let mut upsert = tx.prepare_cached(
@@ -298,10 +415,86 @@ impl Inner {
                 ])?;
             }
         }
+        if keys_added > 0 {
+            self.bound_keys(&tx, keys_added)?;
+        }
         tx.commit()?;
         // Only a committed offset becomes visible to `position`.
         self.channels.lock().extend(touched);
-        Ok(published)
+        Ok(stored)
+    }
+
+    /// The first publish under `message`'s idempotency key, if the key was
+    /// used within the window by the same user in the same channel.
+    fn repeated_key(
+        &self,
+        tx: &Connection,
+        message: &NewMessage,
+    ) -> Result<Option<Stored>, HistoryError> {
+        let Some(key) = &message.idempotency_key else {
+            return Ok(None);
+        };
+        let since = message
+            .time
+            .saturating_sub(self.keys.window.as_millis() as u64);
+        let first = tx
+            .prepare_cached(
+                "SELECT offset, time FROM idempotency_keys
+                 WHERE channel = ?1 AND username = ?2 AND key = ?3 AND time >= ?4",
+            )?
+            .query_row(
+                params![
+                    message.channel.as_str(),
+                    message.username.as_str(),
+                    key.as_str(),
+                    since as i64
+                ],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+            )
+            .optional()?;
+        Ok(first.map(|(offset, time)| Stored {
+            publication: Publication {
+                channel: message.channel.as_str().to_owned(),
+                offset,
+                username: message.username.as_str().to_owned(),
+                msg: message.msg.clone(),
+                time,
+            },
+            repeat: true,
+        }))
+    }
+
+    /// Keeps at most `max_keys` keys: past it, the oldest tenth goes, in the
+    /// same transaction as the append that crossed the line.
+    fn bound_keys(&self, tx: &Connection, added: u64) -> Result<(), HistoryError> {
+        let max = self.keys.max_keys;
+        if self.key_count.fetch_add(added, Ordering::Relaxed) + added <= max {
+            return Ok(());
+        }
+        let count = count_keys(tx)?;
+        let excess = count.saturating_sub(max - max / 10);
+        if count > max {
+            tx.prepare_cached(
+                "DELETE FROM idempotency_keys WHERE (channel, username, key) IN
+                 (SELECT channel, username, key FROM idempotency_keys ORDER BY time LIMIT ?1)",
+            )?
+            .execute([excess as i64])?;
+            self.key_count.store(count - excess, Ordering::Relaxed);
+        } else {
+            self.key_count.store(count, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Forgets the keys older than the window.
+    fn expire_keys(&self, now_millis: u64) -> Result<u64, HistoryError> {
+        let cutoff = now_millis.saturating_sub(self.keys.window.as_millis() as u64);
+        let conn = self.writer.lock();
+        let expired = conn
+            .prepare_cached("DELETE FROM idempotency_keys WHERE time < ?1")?
+            .execute([cutoff as i64])?;
+        self.key_count.store(count_keys(&conn)?, Ordering::Relaxed);
+        Ok(expired as u64)
     }
 
     fn read(
@@ -310,7 +503,7 @@ impl Inner {
         query: HistoryQuery,
         limit: usize,
     ) -> Result<HistoryPage, HistoryError> {
-        let epoch = self.meta(channel).epoch;
+        let epoch = self.meta(channel)?.epoch;
         let conn = self.reader.lock();
         let (sql, after) = match query {
             HistoryQuery::Since(since) => (
@@ -361,6 +554,7 @@ impl Inner {
         let mut removed = 0;
         for (channel, last_offset) in channels {
             let Some(mut oldest) = first_offset(&self.writer.lock(), channel.as_str())? else {
+                self.forget_if_empty(&channel)?;
                 continue;
             };
             let keep_from = self.keep_from(&channel, oldest, last_offset, retention.max_count)?;
@@ -386,8 +580,21 @@ impl Inner {
                     }
                 }
             }
+            self.forget_if_empty(&channel)?;
         }
+        self.expire_keys(now_millis)?;
         Ok(removed)
+    }
+
+    /// Drops `channel` from the cache if it has no messages left: its row
+    /// keeps its offset and epoch. Under the writer's lock, so no append
+    /// can add a message in between.
+    fn forget_if_empty(&self, channel: &ChannelName) -> Result<(), HistoryError> {
+        let conn = self.writer.lock();
+        if first_offset(&conn, channel.as_str())?.is_none() {
+            self.channels.lock().remove(channel);
+        }
+        Ok(())
     }
 
     /// Where `channel`'s history starts once trimmed to its newest
@@ -449,7 +656,7 @@ impl Inner {
 
 #[async_trait]
 impl HistoryStore for SqliteHistory {
-    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Publication>, HistoryError> {
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Stored>, HistoryError> {
         self.blocking(move |inner| inner.append(batch)).await
     }
 
@@ -457,7 +664,7 @@ impl HistoryStore for SqliteHistory {
         &self,
         _runtime: &tokio::runtime::Handle,
         batch: Vec<NewMessage>,
-    ) -> Result<Vec<Publication>, HistoryError> {
+    ) -> Result<Vec<Stored>, HistoryError> {
         self.inner.append(batch)
     }
 
@@ -514,7 +721,7 @@ impl HistoryStore for SqliteHistory {
     }
 
     async fn position(&self, channel: &ChannelName) -> Result<StreamPosition, HistoryError> {
-        let meta = self.inner.meta(channel);
+        let meta = self.inner.meta(channel)?;
         Ok(StreamPosition {
             offset: meta.last_offset,
             epoch: meta.epoch,
@@ -547,6 +754,7 @@ impl HistoryStore for SqliteHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idempotency::IdempotencyKey;
     use crate::user::Username;
     use std::time::Duration;
 
@@ -556,11 +764,204 @@ mod tests {
             username: Username::parse("alice").unwrap(),
             msg: msg.into(),
             time,
+            idempotency_key: None,
         }
     }
 
     fn lobby() -> ChannelName {
         ChannelName::parse("lobby").unwrap()
+    }
+
+    fn keyed(channel: &str, msg: &str, time: u64, key: &str) -> NewMessage {
+        NewMessage {
+            idempotency_key: Some(IdempotencyKey::parse(key).unwrap()),
+            ..message(channel, msg, time)
+        }
+    }
+
+    fn offsets(stored: &[Stored]) -> Vec<(u64, bool)> {
+        stored
+            .iter()
+            .map(|s| (s.publication.offset, s.repeat))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_repeated_key_is_answered_with_the_first_offset_and_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        let first = store
+            .append(vec![keyed("lobby", "hello", 1_000, "k1")])
+            .await
+            .unwrap();
+        assert_eq!(offsets(&first), [(1, false)]);
+        // Same key twice in one batch, beside a new key and no key.
+        let again = store
+            .append(vec![
+                keyed("lobby", "hello", 2_000, "k1"),
+                keyed("lobby", "other", 2_000, "k2"),
+                keyed("lobby", "other", 2_000, "k2"),
+                message("lobby", "plain", 2_000),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            offsets(&again),
+            [(1, true), (2, false), (2, true), (3, false)]
+        );
+        // The repeat carries the first publish's time.
+        assert_eq!(again[0].publication.time, 1_000);
+        // The key is scoped to user and channel.
+        let elsewhere = store
+            .append(vec![
+                keyed("other", "hello", 3_000, "k1"),
+                NewMessage {
+                    username: Username::parse("bob").unwrap(),
+                    ..keyed("lobby", "hello", 3_000, "k1")
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(offsets(&elsewhere), [(1, false), (4, false)]);
+        let page = store
+            .read(&lobby(), HistoryQuery::Since(0), 10)
+            .await
+            .unwrap();
+        let texts: Vec<&str> = page.messages.iter().map(|m| m.msg.as_str()).collect();
+        assert_eq!(texts, ["hello", "other", "plain", "hello"]);
+        // Restarting forgets nothing.
+        drop(store);
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        let after_restart = store
+            .append(vec![keyed("lobby", "hello", 4_000, "k1")])
+            .await
+            .unwrap();
+        assert_eq!(offsets(&after_restart), [(1, true)]);
+    }
+
+    #[tokio::test]
+    async fn a_key_past_its_window_names_a_new_message_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyRetention {
+            window: Duration::from_secs(10),
+            max_keys: 100,
+        };
+        let store = SqliteHistory::open_with(dir.path(), keys).unwrap();
+        store
+            .append(vec![keyed("lobby", "a", 1_000, "k")])
+            .await
+            .unwrap();
+        let within = store
+            .append(vec![keyed("lobby", "a", 11_000, "k")])
+            .await
+            .unwrap();
+        assert_eq!(offsets(&within), [(1, true)]);
+        let past = store
+            .append(vec![keyed("lobby", "a", 11_001, "k")])
+            .await
+            .unwrap();
+        assert_eq!(offsets(&past), [(2, false)]);
+        // Retention forgets keys older than the window.
+        store
+            .append(vec![keyed("lobby", "b", 11_002, "old")])
+            .await
+            .unwrap();
+        store
+            .trim(
+                Retention {
+                    max_count: 100,
+                    max_age: None,
+                },
+                30_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(count_keys(&store.inner.reader.lock()).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn keys_past_the_count_bound_go_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyRetention {
+            window: Duration::from_secs(3600),
+            max_keys: 20,
+        };
+        let store = SqliteHistory::open_with(dir.path(), keys).unwrap();
+        for i in 0..50u64 {
+            let key = format!("k{i}");
+            store
+                .append(vec![keyed("lobby", "m", 1_000 + i, &key)])
+                .await
+                .unwrap();
+            assert!(count_keys(&store.inner.reader.lock()).unwrap() <= 20);
+        }
+        // The newest is remembered, the oldest forgotten.
+        let newest = store
+            .append(vec![keyed("lobby", "m", 2_000, "k49")])
+            .await
+            .unwrap();
+        assert!(newest[0].repeat);
+        let oldest = store
+            .append(vec![keyed("lobby", "m", 2_000, "k0")])
+            .await
+            .unwrap();
+        assert!(!oldest[0].repeat);
+    }
+
+    #[tokio::test]
+    async fn naming_channels_creates_no_state_and_their_epochs_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        for i in 0..1_000 {
+            let channel = ChannelName::parse(&format!("nobody-{i}")).unwrap();
+            store.position(&channel).await.unwrap();
+            store
+                .read(&channel, HistoryQuery::Latest, 10)
+                .await
+                .unwrap();
+        }
+        assert!(store.inner.channels.lock().is_empty());
+        // An empty channel's epoch is the one it keeps once it has messages,
+        // across a restart.
+        let before = store.position(&lobby()).await.unwrap();
+        assert_eq!(before.offset, 0);
+        store
+            .append(vec![message("lobby", "first", 1)])
+            .await
+            .unwrap();
+        let after = store.position(&lobby()).await.unwrap();
+        assert_eq!((after.offset, &after.epoch), (1, &before.epoch));
+        drop(store);
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        assert_eq!(store.position(&lobby()).await.unwrap(), after);
+    }
+
+    #[tokio::test]
+    async fn a_channel_trimmed_empty_leaves_the_cache_and_keeps_counting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        store
+            .append((1..=3).map(|i| message("lobby", "m", i)).collect())
+            .await
+            .unwrap();
+        let epoch = store.position(&lobby()).await.unwrap().epoch;
+        let an_hour = Retention {
+            max_count: 100,
+            max_age: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(store.trim(an_hour, 10_000_000).await.unwrap(), 3);
+        assert!(store.inner.channels.lock().is_empty());
+        // Its position is read back from its row: no offset is reused.
+        assert_eq!(
+            store.position(&lobby()).await.unwrap(),
+            StreamPosition { offset: 3, epoch }
+        );
+        let next = store
+            .append(vec![message("lobby", "n", 10_000_001)])
+            .await
+            .unwrap();
+        assert_eq!(next[0].publication.offset, 4);
+        assert_eq!(store.channels().await.unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -575,8 +976,10 @@ mod tests {
             ])
             .await
             .unwrap();
-        let offsets: Vec<(String, u64)> =
-            out.iter().map(|p| (p.channel.clone(), p.offset)).collect();
+        let offsets: Vec<(String, u64)> = out
+            .iter()
+            .map(|s| (s.publication.channel.clone(), s.publication.offset))
+            .collect();
         assert_eq!(
             offsets,
             [
@@ -586,7 +989,7 @@ mod tests {
             ]
         );
         let more = store.append(vec![message("lobby", "c", 3)]).await.unwrap();
-        assert_eq!(more[0].offset, 3);
+        assert_eq!(more[0].publication.offset, 3);
         assert_eq!(store.position(&lobby()).await.unwrap().offset, 3);
     }
 
@@ -642,7 +1045,7 @@ mod tests {
         let runtime = tokio::runtime::Handle::current();
         let batch = (0..count).map(|i| message(channel, "m", i)).collect();
         let stored = store.append_unsynced_blocking(&runtime, batch).unwrap();
-        stored.last().unwrap().offset
+        stored.last().unwrap().publication.offset
     }
 
     /// A store that wrote `count` messages to `lobby` under a guard of
@@ -680,14 +1083,14 @@ mod tests {
             .append(vec![message("lobby", "after", 9)])
             .await
             .unwrap();
-        assert_eq!(next[0].offset, 3 + 8 + 1);
+        assert_eq!(next[0].publication.offset, 3 + 8 + 1);
         // A channel new to the store starts past the window too: its first
         // messages may have been delivered and lost with no row left.
         let fresh = store
             .append(vec![message("fresh", "first", 9)])
             .await
             .unwrap();
-        assert_eq!(fresh[0].offset, 8 + 1);
+        assert_eq!(fresh[0].publication.offset, 8 + 1);
         // Opening again, cleanly, moves nothing.
         drop(store);
         let store = SqliteHistory::open(dir.path()).unwrap();
@@ -701,7 +1104,10 @@ mod tests {
         stop_uncleanly(dir.path(), 100, 5);
         let store = SqliteHistory::open(dir.path()).unwrap();
         let after: Vec<NewMessage> = (0..5).map(|i| message("lobby", "after", i)).collect();
-        assert_eq!(store.append(after).await.unwrap()[0].offset, 106);
+        assert_eq!(
+            store.append(after).await.unwrap()[0].publication.offset,
+            106
+        );
         let keep_eight = Retention {
             max_count: 8,
             max_age: None,
@@ -772,7 +1178,7 @@ mod tests {
             .append(vec![message("lobby", "after", 9)])
             .await
             .unwrap();
-        assert_eq!(next[0].offset, 4);
+        assert_eq!(next[0].publication.offset, 4);
     }
 
     #[tokio::test]
@@ -817,7 +1223,7 @@ mod tests {
             .append(vec![message("lobby", "n", 11_000)])
             .await
             .unwrap();
-        assert_eq!(next[0].offset, 11);
+        assert_eq!(next[0].publication.offset, 11);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_core::history::HistoryQuery;
+use switchboard_core::idempotency::IdempotencyKey;
 use switchboard_core::node::{AckTarget, PublishError};
 use switchboard_core::{ChannelName, Username};
 use switchboard_proto::message::format_time;
@@ -64,6 +65,8 @@ pub async fn channel_messages(
 pub struct PublishBody {
     username: String,
     msg: String,
+    /// Makes a resend of this publish a repeat: see `docs/protocol.md`.
+    idempotency_key: Option<String>,
 }
 
 /// `POST /api/channels/{channel}/messages`: stores a message, delivers it to
@@ -78,11 +81,22 @@ pub async fn publish_message(
     let Json(body) = body.map_err(json_error)?;
     let username = Username::parse(&body.username)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_username", e.to_string()))?;
+    let key = body
+        .idempotency_key
+        .map(|key| IdempotencyKey::parse(&key))
+        .transpose()
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                e.to_string(),
+            )
+        })?;
     authorize_publish(&headers, &channel, &username)?;
     let (reply, stored) = oneshot::channel();
     state
         .node
-        .publish(channel, username, body.msg, AckTarget::Reply(reply))
+        .publish(channel, username, body.msg, key, AckTarget::Reply(reply))
         .map_err(publish_error)?;
     let publication = stored
         .await

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::hub::{SubscribeError, SubscriberHandle};
+use switchboard_core::idempotency::IdempotencyKey;
 use switchboard_core::node::{AckTarget, Greeting, PublishError};
 use switchboard_core::wire::Wire;
 use switchboard_core::{ChannelName, Node, Username};
@@ -101,9 +102,20 @@ impl ChatSession {
                 replies.send_text(&reply.to_json());
                 Ok(())
             }
-            Request::Publish { channel, msg, id } => {
+            Request::Publish {
+                channel,
+                msg,
+                idempotency_key,
+                id,
+            } => {
                 let channel = parse_channel(&channel, &id)?;
-                self.publish(channel, msg, id)
+                let key = idempotency_key
+                    .map(|key| IdempotencyKey::parse(&key))
+                    .transpose()
+                    .map_err(|e| {
+                        request_error(ErrorCode::InvalidIdempotencyKey, e.to_string(), id.clone())
+                    })?;
+                self.publish(channel, msg, key, id)
             }
             Request::History {
                 channel,
@@ -176,6 +188,7 @@ impl ChatSession {
         &mut self,
         channel: ChannelName,
         msg: String,
+        idempotency_key: Option<IdempotencyKey>,
         id: Option<RequestId>,
     ) -> Result<(), Failure> {
         if !self.publish_limit.try_take() {
@@ -189,7 +202,7 @@ impl ChatSession {
             id: id.clone(),
         };
         self.node
-            .publish(channel, self.me.username.clone(), msg, ack)
+            .publish(channel, self.me.username.clone(), msg, idempotency_key, ack)
             .map_err(|e| {
                 let code = match e {
                     PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
@@ -244,7 +257,7 @@ impl MessageHandler for ChatSession {
         let outcome = match parse_inbound(text) {
             Ok(Inbound::Request(request)) => self.handle(request, replies),
             Ok(Inbound::PlainText(msg)) => match self.default_channel.clone() {
-                Some(channel) => self.publish(channel, msg, None),
+                Some(channel) => self.publish(channel, msg, None, None),
                 None => Err(request_error(
                     ErrorCode::NoDefaultChannel,
                     "plain text needs a channel: connect with ?channel=NAME or send a JSON publish",

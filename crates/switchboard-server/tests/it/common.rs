@@ -410,6 +410,22 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) 
     (status, response.json())
 }
 
+/// `POST /api/channels/{channel}/messages` with `body`; status and JSON answer.
+pub async fn post_message(
+    addr: SocketAddr,
+    channel: &str,
+    body: serde_json::Value,
+) -> (http::StatusCode, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/channels/{channel}/messages"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
 use tokio_tungstenite::tungstenite;
 
 /// The built `switchboard` binary running as a child process.

@@ -6,6 +6,7 @@ mod common;
 mod deflate;
 mod durability;
 mod handshake;
+mod idempotency;
 mod keepalive;
 mod protocol;
 mod shutdown;

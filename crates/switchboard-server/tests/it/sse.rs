@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{ChatClient, RawClient, TestServer, WAIT, get_json};
+use crate::common::{ChatClient, RawClient, TestServer, WAIT, get_json, post_message};
 
 /// One dispatched event, as `EventSource` would see it.
 #[derive(Debug, Clone)]
@@ -180,17 +180,6 @@ impl SseClient {
             _ => {}
         }
     }
-}
-
-async fn post_message(addr: SocketAddr, channel: &str, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/api/channels/{channel}/messages"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
 }
 
 async fn publish(addr: SocketAddr, channel: &str, msg: &str) -> u64 {
