@@ -96,6 +96,8 @@ pub enum ErrorCode {
     NoDefaultChannel,
     AlreadySubscribed,
     NotSubscribed,
+    /// A subscribe past the server's `--max-subscriptions` per connection.
+    TooManySubscriptions,
     /// `limit` outside 1..=1000.
     InvalidLimit,
     /// The server cannot take more work right now; retry later.

@@ -95,6 +95,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions: usize,
 
+    /// Requests that start work (history, subscribe with its replay) one
+    /// `/ws` connection may have in progress; past it the connection reads
+    /// nothing more until one is answered.
+    #[arg(long, env = "SWITCHBOARD_MAX_REQUESTS_IN_FLIGHT", default_value_t = 4)]
+    pub max_requests_in_flight: usize,
+
     /// Largest WebSocket message accepted, in bytes, after reassembly and
     /// decompression; a bigger one closes the connection with 1009.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]

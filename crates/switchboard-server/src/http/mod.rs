@@ -22,7 +22,8 @@ use crate::app::AppState;
 use crate::echo::Echo;
 use crate::server::AbortConnection;
 use crate::socket::SocketLoan;
-use crate::transport::native::{ChatSession, RateLimit};
+use crate::transport::native::{ChatSession, RateLimit, SessionLimits};
+use crate::transport::work_budget::WorkBudget;
 use crate::transport::{sse, websocket};
 
 /// Every route the server answers.
@@ -147,9 +148,13 @@ fn open_native(
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_channel", e.to_string()))?;
     let node = state.node.clone();
-    let limit = RateLimit::new(state.config.publish_rate, state.config.publish_burst);
+    let limits = SessionLimits {
+        publish: RateLimit::new(state.config.publish_rate, state.config.publish_burst),
+        max_subscriptions: state.config.max_subscriptions,
+        work: WorkBudget::new(state.config.max_requests_in_flight),
+    };
     websocket::upgrade(request, &state, move |connection| {
-        ChatSession::open(node, connection, username, channel, limit)
+        ChatSession::open(node, connection, username, channel, limits)
     })
 }
 

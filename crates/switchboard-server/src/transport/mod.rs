@@ -5,3 +5,4 @@ pub mod native;
 pub mod send_queue;
 pub mod sse;
 pub mod websocket;
+pub mod work_budget;

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use switchboard_core::history::HistoryQuery;
@@ -20,6 +21,7 @@ use switchboard_proto::native::{
 use switchboard_ws::{CloseCode, CloseFrame, Message};
 
 use crate::transport::websocket::{ConnectionContext, MessageHandler, Replies};
+use crate::transport::work_budget::WorkBudget;
 
 /// Default and largest `limit` of a history request.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
@@ -28,6 +30,16 @@ pub const MAX_HISTORY_LIMIT: usize = 1000;
 /// The version announced in `welcome`.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// What one `/ws` session may make the server do.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub publish: RateLimit,
+    /// Channels subscribed at once.
+    pub max_subscriptions: usize,
+    /// History reads and subscriptions (with their replay) in flight.
+    pub work: WorkBudget,
+}
+
 /// One client on `/ws`.
 pub struct ChatSession {
     node: Arc<Node>,
@@ -35,7 +47,7 @@ pub struct ChatSession {
     /// Where plain-text frames are published (`?channel=` at connect).
     default_channel: Option<ChannelName>,
     subscriptions: HashSet<ChannelName>,
-    publish_limit: RateLimit,
+    limits: SessionLimits,
 }
 
 impl ChatSession {
@@ -45,7 +57,7 @@ impl ChatSession {
         connection: ConnectionContext,
         username: Username,
         default_channel: Option<ChannelName>,
-        publish_limit: RateLimit,
+        limits: SessionLimits,
     ) -> ChatSession {
         let me = SubscriberHandle {
             id: connection.id,
@@ -65,7 +77,7 @@ impl ChatSession {
             me,
             default_channel: default_channel.clone(),
             subscriptions: HashSet::new(),
-            publish_limit,
+            limits,
         };
         if let Some(channel) = default_channel {
             // A new session cannot already be subscribed: this cannot fail.
@@ -155,6 +167,15 @@ impl ChatSession {
         epoch: Option<String>,
         id: Option<RequestId>,
     ) -> Result<(), Failure> {
+        if self.subscriptions.len() >= self.limits.max_subscriptions
+            && !self.subscriptions.contains(&channel)
+        {
+            let reason = format!(
+                "a connection may subscribe to at most {} channels",
+                self.limits.max_subscriptions
+            );
+            return Err(request_error(ErrorCode::TooManySubscriptions, reason, id));
+        }
         let presence = self.node.join(&self.me, &channel).map_err(|e| match e {
             SubscribeError::AlreadySubscribed => {
                 request_error(ErrorCode::AlreadySubscribed, e.to_string(), id.clone())
@@ -163,7 +184,9 @@ impl ChatSession {
         self.subscriptions.insert(channel.clone());
         let node = self.node.clone();
         let me = self.me.clone();
+        let permit = self.limits.work.start();
         tokio::spawn(async move {
+            let _permit = permit;
             let result = node
                 .catch_up(
                     me.clone(),
@@ -191,7 +214,7 @@ impl ChatSession {
         idempotency_key: Option<IdempotencyKey>,
         id: Option<RequestId>,
     ) -> Result<(), Failure> {
-        if !self.publish_limit.try_take() {
+        if !self.limits.publish.try_take() {
             return Err(Failure::Close(CloseFrame::new(
                 CloseCode::POLICY_VIOLATION,
                 "publish rate limit exceeded",
@@ -222,7 +245,9 @@ impl ChatSession {
     ) {
         let node = self.node.clone();
         let me = self.me.clone();
+        let permit = self.limits.work.start();
         tokio::spawn(async move {
+            let _permit = permit;
             match node.history(&channel, query, limit).await {
                 Ok(page) => {
                     let reply = ServerMessage::History {
@@ -243,6 +268,10 @@ impl ChatSession {
 }
 
 impl MessageHandler for ChatSession {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.limits.work.poll_ready(cx)
+    }
+
     fn on_message(
         &mut self,
         message: Message,

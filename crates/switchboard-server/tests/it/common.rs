@@ -477,3 +477,13 @@ impl ServerProcess {
             .unwrap()
     }
 }
+
+impl Drop for ServerProcess {
+    /// A test that fails halfway leaves no server behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

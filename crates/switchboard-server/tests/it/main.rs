@@ -1,6 +1,7 @@
 //! Integration tests: the real server on an ephemeral loopback port, driven
 //! by real clients (tokio-tungstenite, raw sockets, the built binary).
 
+mod bounded;
 mod channels;
 mod common;
 mod deflate;

@@ -48,6 +48,13 @@ pub trait MessageHandler: Send + Unpin + 'static {
     /// connection with that close frame.
     fn on_message(&mut self, message: Message, replies: &mut Replies<'_>)
     -> Result<(), CloseFrame>;
+
+    /// Ready when the handler takes another message. While it is not (its
+    /// work in flight is at its budget), the connection decodes and reads
+    /// no further, and `cx` is woken once it is.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
 }
 
 /// Lets a handler answer on its own connection, ahead of anything queued later.
@@ -118,6 +125,9 @@ pub struct Connection<S, H> {
     /// Next keepalive step while open; the hang-up deadline while closing.
     timer: Pin<Box<Sleep>>,
     phase: Phase,
+    /// The handler was not ready for the next message: input waits in
+    /// `read_buf`, and nothing more is read, until it is.
+    input_held: bool,
     close_sent: Option<CloseFrame>,
     close_received: Option<Option<CloseFrame>>,
 }
@@ -160,12 +170,15 @@ where
             phase: Phase::Open {
                 awaiting_pong: false,
             },
+            input_held: false,
             close_sent: None,
             close_received: None,
         };
         // Bytes the client sent right behind its handshake.
         if !connection.read_buf.is_empty() {
-            connection.on_input();
+            // No task to wake yet: if the handler holds input, the first
+            // poll asks it again with the task's waker.
+            connection.on_input(&mut Context::from_waker(std::task::Waker::noop()));
         }
         connection
     }
@@ -215,12 +228,18 @@ where
                 }
             }
 
+            if self.input_held && self.handler.poll_ready(cx).is_ready() {
+                self.input_held = false;
+                self.on_input(cx);
+                progressed = true;
+            }
+
             if self.wants_input() {
                 match self.poll_read(cx) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(self.ended_by_eof()),
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
-                        self.on_input();
+                        self.on_input(cx);
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Ended::Io(e)),
                     Poll::Pending => {}
@@ -259,11 +278,14 @@ where
         }
     }
 
-    /// Reading stops while too much waits to be sent: a client that sends
-    /// requests but does not read the answers is slowed down by TCP itself.
+    /// Reading stops while too much waits to be sent, or while the handler
+    /// has all the work in flight it may: a client that sends requests but
+    /// does not read the answers is slowed down by TCP itself.
     fn wants_input(&self) -> bool {
         match self.phase {
-            Phase::Open { .. } => self.send.bytes < self.settings.max_queued_bytes,
+            Phase::Open { .. } => {
+                !self.input_held && self.send.bytes < self.settings.max_queued_bytes
+            }
             Phase::Closing { .. } => true,
         }
     }
@@ -322,9 +344,14 @@ where
         self.timer.as_mut().reset(deadline);
     }
 
-    /// Decodes and dispatches every complete message in the read buffer.
-    fn on_input(&mut self) {
+    /// Decodes and dispatches every complete message in the read buffer,
+    /// as long as the handler takes them.
+    fn on_input(&mut self, cx: &mut Context<'_>) {
         while matches!(self.phase, Phase::Open { .. }) {
+            if self.handler.poll_ready(cx).is_pending() {
+                self.input_held = true;
+                break;
+            }
             match self.decoder.decode(&mut self.read_buf) {
                 Ok(None) => break,
                 Ok(Some(message)) => self.dispatch(message),
