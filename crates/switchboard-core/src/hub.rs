@@ -56,6 +56,11 @@ pub enum SubscribeError {
 
 /// Channel subscriptions on this node, sharded by channel name.
 pub struct Hub {
+    /// Lock order: one shard at a time, then (pushing a frame) a
+    /// subscriber's outbox; never a shard while holding an outbox. Nothing
+    /// is sent to a socket under a shard: pushes only queue, and the
+    /// write-through of a delivery runs once the shard is released (see
+    /// [`crate::outbox`]).
     shards: Box<[Mutex<HashMap<ChannelName, Channel>>]>,
     hasher: RandomState,
 }

@@ -11,11 +11,26 @@
 //! nothing else being written, from the thread that delivers, instead of
 //! waking a thousand tasks to make one small write each. Whatever does not
 //! fit stays queued, and only then is the task woken to finish it.
+//!
+//! The outbox holds the lent socket by ownership (a shared handle on the
+//! connection's stream): while it can write, the descriptor cannot be
+//! closed and reused by another connection.
+//!
+//! ## Locks
+//! One lock per outbox, its [`State`]. It may be taken while holding a hub
+//! shard (the hub pushes under its shard lock), never the other way round,
+//! and nothing else is locked under it. Under it, [`Outbox::try_push`]
+//! only queues and wakes a task. The one place bytes are sent under it is
+//! the write-through of [`HeldWakes`] (`State::write_through`): a
+//! non-blocking `send` on the connection's own socket, which is what
+//! orders it against the connection task's writes; it runs after the
+//! hub's lock is released ([`defer_wakes`] returns first), so a full
+//! socket delays no other connection.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -111,9 +126,14 @@ impl Drop for HeldWakes {
     }
 }
 
+/// A connection's socket, shared with its outbox for writing through: an
+/// owning handle, so the descriptor stays open while the outbox has it.
+pub type LentSocket = Arc<dyn AsFd + Send + Sync>;
+
 /// A bounded queue of encoded frames for one connection.
 #[derive(Debug)]
 pub struct Outbox {
+    /// Taken after a hub shard's lock, if any; nothing is locked under it.
     state: Mutex<State>,
     /// The connection task, woken when the queue becomes non-empty.
     waker: AtomicWaker,
@@ -126,7 +146,7 @@ pub struct Outbox {
     waiting_for_room: AtomicBool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
@@ -135,9 +155,9 @@ struct State {
     close: Option<CloseFrame>,
     /// The connection has ended; nothing more is accepted.
     closed: bool,
-    /// The plain TCP socket the connection lends for writing through; it is
-    /// taken back (under this lock) before the socket can be closed.
-    socket: Option<RawFd>,
+    /// The plain TCP socket the connection lends for writing through,
+    /// until it takes it back (closing) or ends.
+    socket: Option<LentSocket>,
     /// The connection task is writing frames of its own: only it writes.
     task_writing: bool,
     /// The front frame is partly written: the rest goes before anything else.
@@ -220,11 +240,9 @@ impl Outbox {
         }
     }
 
-    /// Lends the connection's plain TCP socket for writing through.
-    ///
-    /// The caller keeps `socket` open until it calls
+    /// Lends the connection's plain TCP socket for writing through, until
     /// [`Outbox::take_back_socket`] or [`Outbox::mark_closed`].
-    pub fn lend_socket(&self, socket: RawFd) {
+    pub fn lend_socket(&self, socket: LentSocket) {
         self.state.lock().socket = Some(socket);
     }
 
@@ -272,10 +290,10 @@ impl Outbox {
     /// writing; wakes the task for whatever is left.
     fn write_through_or_wake(&self) {
         let mut state = self.state.lock();
-        if let Some(socket) = state.writable_socket() {
+        if state.can_write_through() {
             // Errors are left to the task: its own write meets them and ends
             // the connection.
-            let _ = state.write_through(socket);
+            let _ = state.write_through();
             if state.frames.is_empty() {
                 drop(state);
                 if self.waiting_for_room.swap(false, Ordering::SeqCst) {
@@ -385,17 +403,37 @@ impl Outbox {
 /// Most frames handed to one `sendmsg`.
 const MAX_IOVECS: usize = 64;
 
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("frames", &self.frames.len())
+            .field("bytes", &self.bytes)
+            .field("closed", &self.closed)
+            .field("lent_socket", &self.socket.is_some())
+            .field("task_writing", &self.task_writing)
+            .finish_non_exhaustive()
+    }
+}
+
 impl State {
-    fn writable_socket(&self) -> Option<RawFd> {
+    fn can_write_through(&self) -> bool {
         let open = !self.closed && self.close.is_none();
-        self.socket.filter(|_| open && !self.task_writing)
+        self.socket.is_some() && open && !self.task_writing
     }
 
     /// Writes queued frames until the queue is empty or the socket is full.
-    fn write_through(&mut self, socket: RawFd) -> io::Result<()> {
-        // SAFETY: a lent socket stays open until it is taken back, which
-        // needs this state's lock, held by the caller for the whole write.
-        let socket = unsafe { BorrowedFd::borrow_raw(socket) };
+    fn write_through(&mut self) -> io::Result<()> {
+        // Out of `self` while writing, so the queue can change meanwhile;
+        // back before the lock is released.
+        let Some(socket) = self.socket.take() else {
+            return Ok(());
+        };
+        let written = self.write_queue_to(&*socket);
+        self.socket = Some(socket);
+        written
+    }
+
+    fn write_queue_to(&mut self, socket: &(dyn AsFd + Send + Sync)) -> io::Result<()> {
         let socket = socket2::SockRef::from(&socket);
         while !self.frames.is_empty() {
             let written = if self.frames.len() == 1 {
@@ -439,7 +477,6 @@ impl State {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Wake, Waker};
@@ -556,7 +593,7 @@ mod tests {
                 .poll_take(cx, &mut VecDeque::new(), true)
                 .is_pending()
         );
-        outbox.lend_socket(ours.as_raw_fd());
+        outbox.lend_socket(Arc::new(ours.try_clone().unwrap()));
         (outbox, ours, peer)
     }
 
@@ -839,7 +876,7 @@ mod tests {
             .set_recv_buffer_size(64 * 1024)
             .unwrap();
         let outbox = Arc::new(Outbox::new(1 << 20));
-        outbox.lend_socket(ours.as_raw_fd());
+        outbox.lend_socket(Arc::new(ours.try_clone().unwrap()));
         let pushed = Arc::new(AtomicUsize::new(0));
         let emitted = Arc::new(AtomicUsize::new(0));
         let task = {

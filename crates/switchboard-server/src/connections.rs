@@ -18,6 +18,8 @@ const SHARDS: usize = 16;
 #[derive(Debug)]
 pub struct Connections {
     next_id: AtomicU64,
+    /// Lock order: a shard, then an outbox (closing it at shutdown), which
+    /// only queues the close and wakes the connection's task.
     shards: [Mutex<HashMap<ConnectionId, Arc<Outbox>>>; SHARDS],
     /// Set once shutdown starts: new connections are closed at once.
     closing: Mutex<Option<CloseFrame>>,

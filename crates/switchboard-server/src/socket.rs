@@ -2,10 +2,14 @@
 //! writes the response heads through [`HttpSocket`], and an event stream
 //! may write its own body straight to the socket once its head is out
 //! ([`RawBody`]), so broadcasts can be written through it as they are
-//! through a WebSocket's.
+//! through a WebSocket's. After an upgrade the WebSocket connection reads
+//! and writes it the same way, and lends it to its outbox.
+//!
+//! Every holder owns the stream (an `Arc`): the descriptor closes only when
+//! the last one lets go, so no writer can reach a descriptor reused by
+//! another connection.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -28,6 +32,34 @@ struct Flushes {
 /// have nothing in flight.
 #[derive(Debug)]
 pub struct SharedStream(Arc<TcpStream>);
+
+impl SharedStream {
+    /// An owning handle for another writer (an outbox writing through).
+    pub fn handle(&self) -> Arc<TcpStream> {
+        self.0.clone()
+    }
+}
+
+impl AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stream = &self.0;
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
 
 impl AsyncWrite for SharedStream {
     fn poll_write(
@@ -96,40 +128,19 @@ impl HttpSocket {
         }
     }
 
-    /// The stream itself, after an upgrade, unless a body still shares it.
-    pub fn into_stream(self) -> Result<TcpStream, HttpSocket> {
-        let flushes = self.flushes;
-        Arc::try_unwrap(self.stream.0).map_err(|stream| HttpSocket {
-            stream: SharedStream(stream),
-            flushes,
-        })
-    }
-}
-
-impl AsRawFd for HttpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.stream.0.as_raw_fd()
+    /// The stream, after an upgrade: hyper is done with it.
+    pub fn into_stream(self) -> SharedStream {
+        self.stream
     }
 }
 
 impl AsyncRead for HttpSocket {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let stream = &self.stream.0;
-        loop {
-            ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -214,13 +225,128 @@ impl RawBody {
         Poll::Ready(())
     }
 
-    pub fn socket(&self) -> RawFd {
-        self.stream.0.as_raw_fd()
+    /// An owning handle on the socket, to lend to the stream's outbox.
+    pub fn socket(&self) -> Arc<TcpStream> {
+        self.stream.handle()
     }
 
     /// Where the body writes (only once its head is out). hyper ends the
     /// response, and the connection, itself: the body never shuts it.
     pub fn stream(&mut self) -> &mut SharedStream {
         &mut self.stream
+    }
+}
+
+/// These pin the hyper behaviour a body that writes itself relies on, which
+/// hyper documents nowhere: once it has polled a body for the first time,
+/// its next `poll_flush` comes after the response head is written. If a
+/// hyper upgrade changes that, the body either waits forever (no flush) or
+/// writes ahead of its head, and these fail.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body::Frame;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A chunked body that writes its one chunk to the socket itself once
+    /// its head is out; hyper then ends it with the last chunk.
+    struct SelfWritten {
+        loan: Option<SocketLoan>,
+        raw: Option<RawBody>,
+        chunk: &'static [u8],
+        written: usize,
+    }
+
+    impl http_body::Body for SelfWritten {
+        type Data = Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+            let this = self.get_mut();
+            if this.raw.is_none() {
+                this.raw = this.loan.take().and_then(SocketLoan::into_raw_body);
+            }
+            let raw = this.raw.as_mut().expect("the connection lives");
+            ready!(raw.poll_head_out(cx));
+            while this.written < this.chunk.len() {
+                let rest = &this.chunk[this.written..];
+                this.written += ready!(Pin::new(raw.stream()).poll_write(cx, rest))?;
+            }
+            Poll::Ready(None)
+        }
+    }
+
+    /// Serves one connection with hyper over an [`HttpSocket`], every
+    /// response a [`SelfWritten`] body.
+    async fn serve(listener: tokio::net::TcpListener) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let socket = HttpSocket::new(stream);
+        let loan = socket.lend();
+        let service = hyper::service::service_fn(move |_request| {
+            let body = SelfWritten {
+                loan: Some(loan.clone()),
+                raw: None,
+                chunk: b"5\r\nhello\r\n",
+                written: 0,
+            };
+            async move { Ok::<_, io::Error>(hyper::Response::new(body)) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(socket), service)
+            .await;
+    }
+
+    /// Reads one response: the head, then the chunked body to its end.
+    async fn read_response(client: &mut tokio::net::TcpStream) -> (String, String) {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), client.read(&mut byte))
+                    .await
+                    .expect("the body was written and ended")
+                    .unwrap();
+            assert_eq!(
+                read,
+                1,
+                "connection closed after {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.push(byte[0]);
+        }
+        let text = String::from_utf8(seen).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        (head.to_owned(), body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn hyper_flushes_the_head_before_a_self_writing_body_writes_and_on_keep_alive_too() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for _ in 0..3 {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await
+                .unwrap();
+            let (head, body) = read_response(&mut client).await;
+            assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked"),
+                "{head}"
+            );
+            // The chunk the body wrote itself, after the whole head, then
+            // hyper's last chunk: nothing interleaved, nothing missing.
+            assert_eq!(body, "5\r\nhello\r\n0\r\n\r\n");
+        }
+        drop(client);
+        server.await.unwrap();
     }
 }

@@ -14,14 +14,13 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use switchboard_core::outbox::Outbox;
+use switchboard_core::outbox::{LentSocket, Outbox};
 use switchboard_core::wire::FrameEncoder;
 use switchboard_ws::frame::{self, OpCode};
 use switchboard_ws::{CloseCode, CloseFrame, DecoderConfig, Message, MessageDecoder};
@@ -137,8 +136,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: MessageHandler,
 {
-    /// `lent_socket` is `io`'s own plain TCP socket, if the outbox may write
-    /// to it directly: the connection takes it back before `io` closes.
+    /// `lent_socket` is a handle on `io`'s own plain TCP socket, if the
+    /// outbox may write to it directly: the connection takes it back when
+    /// it closes, and the outbox lets go of it when it ends.
     pub fn new(
         io: S,
         leftover: Bytes,
@@ -146,8 +146,9 @@ where
         encoder: FrameEncoder,
         outbox: Arc<Outbox>,
         handler: H,
-        lent_socket: Option<RawFd>,
+        lent_socket: Option<LentSocket>,
     ) -> Self {
+        let lends_socket = lent_socket.is_some();
         if let Some(socket) = lent_socket {
             outbox.lend_socket(socket);
         }
@@ -161,7 +162,7 @@ where
             decoder,
             send: SendQueue::default(),
             outbox,
-            lent_socket: lent_socket.is_some(),
+            lent_socket: lends_socket,
             holds_socket: false,
             encoder,
             handler,

@@ -3,7 +3,6 @@
 mod connection;
 
 use std::future::Future;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -21,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use connection::{Connection, Ended, MessageHandler, Replies, WsSettings};
 
 use switchboard_core::hub::ConnectionId;
-use switchboard_core::outbox::Outbox;
+use switchboard_core::outbox::{LentSocket, Outbox};
 use switchboard_core::wire::FrameEncoder;
 
 use crate::app::AppState;
@@ -97,32 +96,18 @@ fn start_connection<H, F>(
     // The plain TCP socket, when that is what lies beneath: no boxed I/O layer
     // on the hot path.
     match upgraded.downcast::<TokioIo<HttpSocket>>() {
-        Ok(parts) => match parts.io.into_inner().into_stream() {
-            Ok(stream) => {
-                let socket = stream.as_raw_fd();
-                spawn_connection(
-                    stream,
-                    parts.read_buf,
-                    Some(socket),
-                    state,
-                    deflate,
-                    make_handler,
-                )
-            }
-            // Shared only while an event stream's body lives, and that ends
-            // before its connection can upgrade; served as it is all the same.
-            Err(shared) => {
-                let socket = shared.as_raw_fd();
-                spawn_connection(
-                    shared,
-                    parts.read_buf,
-                    Some(socket),
-                    state,
-                    deflate,
-                    make_handler,
-                )
-            }
-        },
+        Ok(parts) => {
+            let stream = parts.io.into_inner().into_stream();
+            let socket: LentSocket = stream.handle();
+            spawn_connection(
+                stream,
+                parts.read_buf,
+                Some(socket),
+                state,
+                deflate,
+                make_handler,
+            )
+        }
         Err(upgraded) => spawn_connection(
             TokioIo::new(upgraded),
             Bytes::new(),
@@ -137,7 +122,7 @@ fn start_connection<H, F>(
 fn spawn_connection<S, H, F>(
     io: S,
     leftover: Bytes,
-    lent_socket: Option<RawFd>,
+    lent_socket: Option<LentSocket>,
     state: AppState,
     deflate: Option<switchboard_ws::DeflateParams>,
     make_handler: F,
