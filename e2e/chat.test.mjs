@@ -48,8 +48,8 @@ describe('chat page', () => {
   const env = serverAndBrowser();
 
   test('two people in one channel see each other, their messages and presence', async () => {
-    // The first test on a fresh server: the default channel is still empty.
-    const channel = 'lobby';
+    // A channel of its own: the test holds whatever ran before it.
+    const channel = uniqueChannel('team');
     const alice = await openChat(env.browser, env.server, 'alice', channel);
     const bob = await openChat(env.browser, env.server, 'bob', channel);
 

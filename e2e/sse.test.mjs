@@ -98,11 +98,12 @@ describe('EventSource across a server restart', () => {
     assert.deepEqual(shown.map((m) => [m.offset, m.text]), stored.map((m) => [m.offset, m.msg]));
     assert.deepEqual(shown.map((m) => m.text), ['one', 'two', 'while away', 'three']);
 
-    await page.waitForFunction(() => window.multi.length >= 5, null, { timeout: 15000 });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // A marker published last: a duplicate would arrive before it.
+    await publishOverHttp(env.server, left, 'api', 'L3');
+    await page.waitForFunction((marker) => window.multi.includes(marker), `${left}:3:L3`, { timeout: 15000 });
     const multi = await page.evaluate(() => window.multi);
     assert.deepEqual(multi, [
-      `${left}:1:L1`, `${right}:1:R1`, `${left}:2:L2`, `${right}:2:R2`, `${right}:3:R3`,
+      `${left}:1:L1`, `${right}:1:R1`, `${left}:2:L2`, `${right}:2:R2`, `${right}:3:R3`, `${left}:3:L3`,
     ]);
     const log = await page.$$eval('#event-log li', (items) => items.map((li) => li.textContent));
     assert.ok(log.some((line) => line.includes('Last-Event-ID')), 'the log shows the interruption');

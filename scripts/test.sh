@@ -9,10 +9,11 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian's Chromium for the end-to-end tests (playwright-core drives it).
-if ! command -v chromium >/dev/null; then
+# Debian's Chromium for the end-to-end tests (playwright-core drives it),
+# and strace, which shows the durability test each fsync before its ack.
+if ! command -v chromium >/dev/null || ! command -v strace >/dev/null; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium strace >/dev/null
 fi
 # The browser driver (playwright-core) and an independent WebSocket client (ws).
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)

@@ -68,6 +68,8 @@ pub struct SyncWindow {
 struct WindowState {
     unsynced: usize,
     guarded: bool,
+    /// Threads blocked in `reserve` or `settle` (what tests wait for).
+    blocked: usize,
 }
 
 impl SyncWindow {
@@ -77,6 +79,7 @@ impl SyncWindow {
             state: Mutex::new(WindowState {
                 unsynced: 0,
                 guarded: false,
+                blocked: 0,
             }),
             changed: Condvar::new(),
             limit: limit.max(1),
@@ -89,7 +92,7 @@ impl SyncWindow {
     pub fn reserve(&self, count: usize, history: &dyn HistoryStore) -> Result<(), HistoryError> {
         let mut state = self.state.lock();
         while state.unsynced > 0 && state.unsynced + count > self.limit {
-            self.changed.wait(&mut state);
+            self.wait(&mut state);
         }
         if !state.guarded {
             history.guard_unsynced(self.limit as u64)?;
@@ -97,6 +100,17 @@ impl SyncWindow {
         }
         state.unsynced += count;
         Ok(())
+    }
+
+    fn wait(&self, state: &mut parking_lot::MutexGuard<'_, WindowState>) {
+        state.blocked += 1;
+        self.changed.wait(state);
+        state.blocked -= 1;
+    }
+
+    /// How many threads wait for the fsync to catch up.
+    pub fn blocked(&self) -> usize {
+        self.state.lock().blocked
     }
 
     /// `count` messages are durable (or failed).
@@ -112,7 +126,7 @@ impl SyncWindow {
     pub fn settle(&self, history: &dyn HistoryStore) -> Result<(), HistoryError> {
         let mut state = self.state.lock();
         while state.unsynced > 0 {
-            self.changed.wait(&mut state);
+            self.wait(&mut state);
         }
         if state.guarded {
             history.lift_unsynced_guard()?;
@@ -163,6 +177,15 @@ mod tests {
     use crate::history::{SqliteHistory, UNSYNCED_GUARD_FILE};
     use std::time::Duration;
 
+    /// Waits (bounded) until a thread is parked on the window.
+    fn wait_until_blocked(window: &SyncWindow) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while window.blocked() == 0 {
+            assert!(std::time::Instant::now() < deadline, "nothing blocked");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn the_window_holds_the_writer_until_the_fsync_catches_up() {
         let dir = tempfile::tempdir().unwrap();
@@ -170,25 +193,21 @@ mod tests {
         let window = Arc::new(SyncWindow::new(4));
         window.reserve(3, &*store).unwrap();
         assert!(dir.path().join(UNSYNCED_GUARD_FILE).exists());
-        let (reserved_tx, reserved) = mpsc::channel();
         let writer = {
             let (window, store) = (window.clone(), store.clone());
-            std::thread::spawn(move || {
-                // 3 + 2 > 4: waits for a release.
-                window.reserve(2, &*store).unwrap();
-                reserved_tx.send(()).unwrap();
-            })
+            // 3 + 2 > 4: waits for a release.
+            std::thread::spawn(move || window.reserve(2, &*store).unwrap())
         };
-        assert!(reserved.recv_timeout(Duration::from_millis(200)).is_err());
+        wait_until_blocked(&window);
+        assert!(!writer.is_finished());
         window.release(3);
-        reserved.recv_timeout(Duration::from_secs(5)).unwrap();
         writer.join().unwrap();
         // Settling waits for the last two, then lifts the guard.
         let settled = {
             let (window, store) = (window.clone(), store.clone());
             std::thread::spawn(move || window.settle(&*store).unwrap())
         };
-        std::thread::sleep(Duration::from_millis(50));
+        wait_until_blocked(&window);
         assert!(dir.path().join(UNSYNCED_GUARD_FILE).exists());
         window.release(2);
         settled.join().unwrap();

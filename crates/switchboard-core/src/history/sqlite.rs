@@ -174,7 +174,24 @@ fn open_connection(path: &Path) -> Result<Connection, HistoryError> {
     // FULL: every commit is fsynced; an acknowledged message survives a crash.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // SQLite ignores a setting it cannot apply: make sure both took.
+    let journal: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+    let synchronous = synchronous_mode(&conn)?;
+    if !journal.eq_ignore_ascii_case("wal") || synchronous != SYNCHRONOUS_FULL {
+        return Err(HistoryError::Storage(format!(
+            "{}: journal_mode={journal}, synchronous={synchronous}; \
+             WAL with synchronous=FULL (2) is required",
+            path.display()
+        )));
+    }
     Ok(conn)
+}
+
+/// `PRAGMA synchronous` as SQLite numbers it: 0 OFF, 1 NORMAL, 2 FULL.
+const SYNCHRONOUS_FULL: i64 = 2;
+
+fn synchronous_mode(conn: &Connection) -> Result<i64, HistoryError> {
+    Ok(conn.pragma_query_value(None, "synchronous", |row| row.get(0))?)
 }
 
 /// After an unclean stop with deliveries ahead of fsync (the guard file is
@@ -1179,6 +1196,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next[0].publication.offset, 4);
+    }
+
+    #[test]
+    fn commits_are_fsynced_unless_the_guard_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteHistory::open(dir.path()).unwrap();
+        let mode = || synchronous_mode(&store.inner.writer.lock()).unwrap();
+        assert_eq!(mode(), SYNCHRONOUS_FULL);
+        store.guard_unsynced(8).unwrap();
+        assert_eq!(mode(), 1, "NORMAL: the fsync thread syncs behind");
+        store.lift_unsynced_guard().unwrap();
+        assert_eq!(mode(), SYNCHRONOUS_FULL);
     }
 
     #[tokio::test]

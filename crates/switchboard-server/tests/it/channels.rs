@@ -154,7 +154,9 @@ async fn a_subscribed_publisher_gets_each_message_before_its_ack() {
 
 #[tokio::test]
 async fn a_commit_interval_holds_quick_followers_into_one_commit_but_not_a_lone_message() {
-    let interval = Duration::from_millis(800);
+    // The longest allowed: a message that is held waits this long, so "not
+    // held" is told apart by the widest margin a noisy machine can get.
+    let interval = Duration::from_secs(1);
     let server = TestServer::with_config(|config| {
         fast_publishers(config);
         config.commit_interval = interval;
@@ -168,10 +170,7 @@ async fn a_commit_interval_holds_quick_followers_into_one_commit_but_not_a_lone_
     // Nothing committed lately: a message goes out at once.
     let first_sent = Instant::now();
     alice.publish_acked("paced", "first").await;
-    assert!(
-        first_sent.elapsed() < interval / 2,
-        "a lone message was held"
-    );
+    assert!(first_sent.elapsed() < interval, "a lone message was held");
 
     // Two more right behind it wait for the interval, then share a commit
     // (one commit, one `time`).
@@ -199,7 +198,7 @@ async fn a_commit_interval_holds_quick_followers_into_one_commit_but_not_a_lone_
     let later_sent = Instant::now();
     alice.publish_acked("paced", "later").await;
     assert!(
-        later_sent.elapsed() < interval / 2,
+        later_sent.elapsed() < interval,
         "a message after a lull was held"
     );
 }

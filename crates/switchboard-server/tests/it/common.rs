@@ -431,21 +431,42 @@ use tokio_tungstenite::tungstenite;
 /// The built `switchboard` binary running as a child process.
 pub struct ServerProcess {
     pub child: std::process::Child,
+    /// The server's own process: `child`, or the wrapper's child.
+    pub pid: u32,
     pub addr: SocketAddr,
 }
 
 impl ServerProcess {
     /// Starts the binary on an ephemeral port with `data_dir` and `args`.
     pub fn start(data_dir: &std::path::Path, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_under(&[], data_dir, args)
+    }
+
+    /// [`ServerProcess::start`] with the binary run by `wrapper` (a
+    /// command and its arguments, e.g. strace); `child` is the wrapper.
+    pub fn start_under(
+        wrapper: &[&str],
+        data_dir: &std::path::Path,
+        args: &[&str],
+    ) -> ServerProcess {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let binary = env!("CARGO_BIN_EXE_switchboard");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => std::process::Command::new(binary),
+        };
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot start {wrapper:?} {binary}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let addr = loop {
@@ -459,12 +480,19 @@ impl ServerProcess {
         };
         // Keep draining the log so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        ServerProcess { child, addr }
+        let pid = if wrapper.is_empty() {
+            child.id()
+        } else {
+            let children = format!("/proc/{0}/task/{0}/children", child.id());
+            let children = std::fs::read_to_string(&children).unwrap();
+            children.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        ServerProcess { child, pid, addr }
     }
 
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
+            .args([signal, &self.pid.to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -482,6 +510,11 @@ impl Drop for ServerProcess {
     /// A test that fails halfway leaves no server behind.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            if self.pid != self.child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &self.pid.to_string()])
+                    .status();
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

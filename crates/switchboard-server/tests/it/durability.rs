@@ -1,5 +1,6 @@
-//! History on disk: it survives a restart, and an acknowledged message
-//! survives SIGKILL.
+//! History on disk: it survives a restart, an acknowledged message was
+//! committed before its ack (so SIGKILL loses none), and its commit was
+//! fsynced before the ack left (so a power cut loses none either).
 
 use serde_json::json;
 
@@ -36,7 +37,10 @@ async fn history_survives_a_restart() {
 }
 
 #[tokio::test]
-async fn sigkill_right_after_the_ack_loses_nothing() {
+/// Proves ack-after-commit: a killed process keeps the page cache, so this
+/// holds with or without fsync. `an_ack_leaves_only_after_its_commit_is_fsynced`
+/// proves the fsync.
+async fn acked_messages_were_committed_so_sigkill_right_after_the_ack_loses_none() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path(), &UNLIMITED);
     let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=crash").await;
@@ -154,4 +158,72 @@ async fn assert_all_stored(server: &ServerProcess, channel: &str, acked: Vec<(u6
             "acked offset {offset} lost"
         );
     }
+}
+
+/// The syscalls of a server run under strace: (thread, line) in order.
+fn traced_calls(trace: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(trace)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_ack_leaves_only_after_its_commit_is_fsynced() {
+    // A killed process keeps the page cache, so only the syscalls show
+    // whether a commit is durable before its ack: under strace, the WAL's
+    // fsync (or fdatasync) must complete before the ack is written. With
+    // `synchronous=OFF`, or NORMAL (no fsync per commit in WAL mode), there
+    // is no such fsync and this fails.
+    let data = tempfile::tempdir().unwrap();
+    let trace = data.path().join("strace.log");
+    let trace_arg = trace.to_str().unwrap();
+    let server = ServerProcess::start_under(
+        &[
+            "strace",
+            "-f",
+            "-y",
+            "-s",
+            "256",
+            "-o",
+            trace_arg,
+            "-e",
+            "trace=fsync,fdatasync,write,writev,sendto,sendmsg",
+        ],
+        &data.path().join("store"),
+        &UNLIMITED,
+    );
+    let (mut client, _) = ChatClient::connect(server.addr, "/ws?user=durable").await;
+    for i in 0..3 {
+        let marker = format!("durable-{i}");
+        client
+            .send(json!({"type":"publish","channel":"fsynced","msg":"m","id":marker}))
+            .await;
+        assert_eq!(client.recv_type("ack").await["id"], marker.as_str());
+        let calls = traced_calls(&trace);
+        // strace escapes the frame's quotes: `\"id\":\"durable-0\"`.
+        let needle = format!("\\\"id\\\":\\\"{marker}\\\"");
+        let ack = calls
+            .iter()
+            .position(|line| line.contains(&needle))
+            .unwrap_or_else(|| panic!("no write of the ack {marker} traced"));
+        // The commit's fsync: after the previous ack, done before this one.
+        let synced = calls[..ack]
+            .iter()
+            .rev()
+            .take_while(|line| i == 0 || !line.contains("durable-"));
+        let wal_fsyncs = synced
+            .filter(|line| line.contains("sync(") && line.contains("switchboard.db-wal"))
+            .filter(|line| line.trim_end().ends_with("= 0"))
+            .count();
+        assert!(
+            wal_fsyncs > 0,
+            "no completed fsync of the WAL before ack {marker}:\n{}",
+            calls[..ack].join("\n")
+        );
+    }
+    drop(client);
+    server.signal("-KILL");
+    server.wait().await;
 }

@@ -41,9 +41,12 @@ struct SseClient {
     retry: Option<u64>,
     comments: Vec<String>,
     pending: VecDeque<Event>,
+    /// The ids of blocks that set an id and dispatched nothing.
+    id_only_blocks: VecDeque<String>,
     // The event being built.
     name: String,
     data: Vec<String>,
+    id_in_block: bool,
 }
 
 impl SseClient {
@@ -66,8 +69,10 @@ impl SseClient {
             retry: None,
             comments: Vec::new(),
             pending: VecDeque::new(),
+            id_only_blocks: VecDeque::new(),
             name: String::new(),
             data: Vec::new(),
+            id_in_block: false,
         }
     }
 
@@ -126,6 +131,22 @@ impl SseClient {
         self.comments[seen].clone()
     }
 
+    /// The id of the next block that sets one and dispatches nothing,
+    /// reading past (and keeping) any events before it.
+    async fn next_id_only_block(&mut self) -> String {
+        loop {
+            if let Some(id) = self.id_only_blocks.pop_front() {
+                return id;
+            }
+            let chunk = tokio::time::timeout(WAIT, self.body.next())
+                .await
+                .expect("no id-only block in time")
+                .expect("the stream ended")
+                .expect("stream error");
+            self.feed(&chunk);
+        }
+    }
+
     /// The next `count` message events.
     async fn messages(&mut self, count: usize) -> Vec<Event> {
         let mut events = Vec::with_capacity(count);
@@ -161,9 +182,12 @@ impl SseClient {
                     data: self.data.join("\n"),
                     last_event_id: self.last_event_id.clone(),
                 });
+            } else if self.id_in_block {
+                self.id_only_blocks.push_back(self.last_event_id.clone());
             }
             self.name.clear();
             self.data.clear();
+            self.id_in_block = false;
             return;
         }
         if let Some(comment) = line.strip_prefix(':') {
@@ -175,7 +199,10 @@ impl SseClient {
         match field {
             "event" => self.name = value.to_owned(),
             "data" => self.data.push(value.to_owned()),
-            "id" if !value.contains('\0') => self.last_event_id = value.to_owned(),
+            "id" if !value.contains('\0') => {
+                self.last_event_id = value.to_owned();
+                self.id_in_block = true;
+            }
             "retry" => self.retry = value.parse().ok(),
             _ => {}
         }
@@ -215,17 +242,14 @@ async fn a_stream_has_event_stream_headers_retry_and_heartbeats() {
     );
     // The starting position is the stream's last event id before any message.
     assert_eq!(presence.last_event_id, "0");
-    // Silence is filled with `: ping` comments.
-    publish(server.addr, "lobby", "after a pause").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Silence is filled with `: ping` comments, and the stream goes on.
+    publish(server.addr, "lobby", "first").await;
+    let first = stream.messages(1).await;
+    assert_eq!(stream.next_comment().await, "ping");
     publish(server.addr, "lobby", "second").await;
-    let events = stream.messages(2).await;
-    assert!(
-        stream.comments.iter().any(|c| c == "ping"),
-        "{:?}",
-        stream.comments
-    );
-    assert_eq!(offsets(&events), [1, 2]);
+    let second = stream.messages(1).await;
+    assert_eq!(offsets(&first), [1]);
+    assert_eq!(offsets(&second), [2]);
 }
 
 #[tokio::test]
@@ -362,7 +386,9 @@ async fn a_stream_of_several_channels_resumes_every_channel() {
     );
     assert_eq!(events[1].last_event_id, "alpha:2");
     // After each message, an id-only block records every channel.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(stream.next_id_only_block().await, "alpha:1,beta:0");
+    assert_eq!(stream.next_id_only_block().await, "alpha:1,beta:1");
+    assert_eq!(stream.next_id_only_block().await, "alpha:2,beta:1");
     publish(server.addr, "beta", "b2").await;
     let b2 = stream.next_named("message").await;
     assert_eq!(b2.last_event_id, "beta:2");
@@ -390,28 +416,34 @@ async fn a_stream_of_several_channels_resumes_every_channel() {
 async fn the_id_only_block_carries_every_channel_position() {
     let server = TestServer::start().await;
     let mut stream = SseClient::connect(server.addr, "channel=x&channel=y").await;
-    stream.next_named("presence").await;
+    // The stream opens with the position of every channel.
+    assert_eq!(stream.next_id_only_block().await, "x:0,y:0");
     publish(server.addr, "x", "one").await;
-    stream.next_named("message").await;
-    // The next dispatched event shows the id the blocks left behind.
+    let x = stream.next_named("message").await;
+    assert_eq!(x.last_event_id, "x:1");
+    // Each message is followed by an id-only block: every channel's position.
+    assert_eq!(stream.next_id_only_block().await, "x:1,y:0");
     publish(server.addr, "y", "two").await;
     let y = stream.next_named("message").await;
     assert_eq!(y.last_event_id, "y:1");
-    let (_, presence) = get_json(server.addr, "/api/channels").await;
-    assert!(presence["channels"].as_array().unwrap().len() >= 2);
-    drop(stream);
-    // A client that kept the last id it saw resumes both channels exactly.
-    publish(server.addr, "x", "three").await;
-    let mut resumed =
-        SseClient::connect_with(server.addr, "channel=x&channel=y", Some("x:1,y:1")).await;
-    let event = resumed.next_named("message").await;
+    let kept = stream.next_id_only_block().await;
+    assert_eq!(kept, "x:1,y:1");
     assert_eq!(
-        (
-            event.json()["channel"].clone(),
-            event.json()["offset"].clone()
-        ),
-        (json!("x"), json!(2))
+        stream.last_event_id, kept,
+        "what EventSource would send back"
     );
+    drop(stream);
+    // Resuming from the id the stream left behind gets exactly what came since.
+    publish(server.addr, "x", "three").await;
+    publish(server.addr, "y", "four").await;
+    let mut resumed =
+        SseClient::connect_with(server.addr, "channel=x&channel=y", Some(&kept)).await;
+    let events = resumed.messages(2).await;
+    let seen: Vec<(Value, Value)> = events
+        .iter()
+        .map(|e| (e.json()["channel"].clone(), e.json()["offset"].clone()))
+        .collect();
+    assert_eq!(seen, [(json!("x"), json!(2)), (json!("y"), json!(2))]);
 }
 
 #[tokio::test]
