@@ -153,7 +153,7 @@ pub fn run_syncer(
     while let Ok(first) = batches.recv() {
         let mut pending = vec![first];
         pending.extend(batches.try_iter());
-        let synced = history.sync_blocking();
+        let synced = history.sync_blocking().map_err(Arc::new);
         if let Err(error) = &synced {
             tracing::error!("fsync of delivered messages failed: {error}");
         }

@@ -1,12 +1,16 @@
 //! # switchboard-core: channels, fan-out, presence and durable history
 //!
-//! The engine the transports call; it knows nothing of HTTP or of any one
-//! transport's wire format beyond the shared WebSocket frame encoding.
+//! The engine the transports call. It does no HTTP and defines no wire
+//! format: the frames it caches per subscriber variant are encoded by the
+//! wire crates (`switchboard-ws` for WebSocket frames, `switchboard-proto`
+//! for messages, SSE events and HTTP chunks), once per message.
 //!
 //! ## Layout
 //! - [`node`]: [`Node`], the facade: publish (group-committed, acked when
 //!   durable), subscribe (replay then live, no gap, no duplicate), history,
-//!   presence.
+//!   presence. Behind it, `group_commit` (the writer thread: one
+//!   transaction per batch, then delivery and acks) and `retention` (the
+//!   background trim).
 //! - [`hub`]: local subscriptions and presence, sharded; encodes each event
 //!   once and shares the bytes; closes subscribers that fall behind.
 //! - [`outbox`]: the bounded per-connection queue the hub fills.
@@ -20,11 +24,13 @@
 pub mod broker;
 pub mod channel;
 pub mod durability;
+mod group_commit;
 pub mod history;
 pub mod hub;
 pub mod idempotency;
 pub mod node;
 pub mod outbox;
+mod retention;
 pub mod user;
 pub mod wire;
 

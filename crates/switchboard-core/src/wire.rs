@@ -1,11 +1,13 @@
 //! Encoding server messages for the wire, once per message and variant
-//! (WebSocket plain or deflated per window; SSE with either id style),
-//! shared by every subscriber that needs that variant.
+//! (WebSocket plain or deflated per window; SSE with either id style, or as
+//! HTTP chunks), shared by every subscriber that needs that variant. The
+//! encodings themselves are the wire crates' (`switchboard-ws` frames,
+//! `switchboard-proto` events and chunks): this module only caches them.
 
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use switchboard_proto::sse;
+use switchboard_proto::{chunked, sse};
 use switchboard_ws::deflate::{self, DeflateParams};
 use switchboard_ws::frame::{self, OpCode};
 
@@ -85,15 +87,9 @@ impl Wire {
     }
 }
 
-/// `bytes` as one chunk of an HTTP/1.1 chunked body: size in hex, CRLF,
-/// the bytes, CRLF. Never empty: an empty chunk ends the body.
+/// `bytes` as one HTTP/1.1 chunk (the encoding is switchboard-proto's).
 pub fn http_chunk(bytes: &[u8]) -> Bytes {
-    debug_assert!(!bytes.is_empty(), "an empty chunk would end the body");
-    let mut chunk = Vec::with_capacity(bytes.len() + 12);
-    chunk.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
-    chunk.extend_from_slice(bytes);
-    chunk.extend_from_slice(b"\r\n");
-    Bytes::from(chunk)
+    Bytes::from(chunked::chunk(bytes))
 }
 
 /// How one connection wants its frames: plain, or deflated with its window.
@@ -316,6 +312,5 @@ mod tests {
             &Wire::ChunkedEventStream.encode_text("{}")[..],
             b"a\r\ndata: {}\n\n\r\n"
         );
-        assert_eq!(&http_chunk(&[b'x'; 300])[..5], b"12c\r\n");
     }
 }

@@ -5,7 +5,10 @@
 //! - [`native`]: the JSON protocol spoken on `GET /ws` (see `docs/protocol.md`):
 //!   parsing client requests and the server messages.
 //! - [`sse`]: the Server-Sent Events format of `GET /sse` and its event ids.
+//! - [`chunked`]: HTTP/1.1 chunks, the framing of an event stream that
+//!   writes its own body.
 
+pub mod chunked;
 pub mod message;
 pub mod native;
 pub mod sse;

@@ -1,8 +1,9 @@
-//! State shared by every request handler.
+//! What every transport and handler is given: the settings, the node and
+//! the registry of connections. It sits below the router and the
+//! transports and imports neither: they use the state, never the reverse.
 
 use std::sync::Arc;
-
-use std::path::PathBuf;
+use std::time::Duration;
 
 use switchboard_core::history::{HistoryError, Retention};
 use switchboard_core::idempotency::KeyRetention;
@@ -10,8 +11,6 @@ use switchboard_core::{Node, NodeConfig};
 
 use crate::config::Config;
 use crate::connections::Connections;
-use crate::http::DocumentRoot;
-use crate::transport::websocket::WsSettings;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,37 +19,23 @@ pub struct AppState {
     pub ws: Arc<WsSettings>,
     pub connections: Arc<Connections>,
     pub node: Arc<Node>,
-    /// `--static-dir`, when given.
-    pub document_root: Option<Arc<DocumentRoot>>,
 }
 
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    History(#[from] HistoryError),
-    #[error("static directory {path}: {source}")]
-    StaticDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+/// Per-connection WebSocket limits and timings, shared by all connections.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub max_message_size: usize,
+    pub max_queued_bytes: usize,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub close_timeout: Duration,
+    pub deflate_min_size: usize,
+    pub deflate_level: u32,
 }
 
 impl AppState {
-    /// Opens the document root and the history store under
-    /// `config.data_dir`, and starts the node.
-    pub fn new(config: Config) -> Result<Self, StartError> {
-        let document_root = config
-            .static_dir
-            .as_deref()
-            .map(|dir| {
-                DocumentRoot::open(dir).map_err(|source| StartError::StaticDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })
-            })
-            .transpose()?
-            .map(Arc::new);
+    /// Opens the history store under `config.data_dir` and starts the node.
+    pub fn new(config: Config) -> Result<Self, HistoryError> {
         let ws = WsSettings {
             max_message_size: config.max_message_size,
             max_queued_bytes: config.max_queued_bytes,
@@ -82,7 +67,6 @@ impl AppState {
             ws: Arc::new(ws),
             connections: Arc::new(Connections::default()),
             node,
-            document_root,
         })
     }
 }

@@ -1,18 +1,23 @@
 //! # switchboard: a real-time messaging server
 //!
 //! ## Layout
-//! - [`server`]: the accept loop (HTTP/1.1 with upgrades) and graceful shutdown.
-//! - [`socket`]: a connection's TCP socket, shared by hyper and an event
-//!   stream that writes its own body.
-//! - [`http`]: the router, its handlers, and [`http::ApiError`] (status + JSON
-//!   body); the embedded chat page and the `--static-dir` document root.
+//! From the edge inward; a module imports only those below it.
+//! - [`server`]: the accept loop (HTTP/1.1 with upgrades), start-up and
+//!   graceful shutdown.
+//! - [`http`]: the router and its handlers; the embedded chat page and the
+//!   `--static-dir` document root.
 //! - [`transport`]: how clients connect; [`transport::websocket`] runs the
 //!   upgrade and one task per connection over the `switchboard-ws` codec,
 //!   [`transport::native`] is the `/ws` protocol, [`transport::sse`] the
 //!   `/sse` event streams; [`transport::send_queue`] is how a connection's
-//!   own task writes.
+//!   own task writes; [`transport::work_budget`] bounds the work one
+//!   connection has in flight. [`echo`]: the `/echo` endpoint.
+//! - [`app`]: the state every handler and transport is given, and the
+//!   settings connections use.
 //! - [`connections`]: the registry of live connections that shutdown walks.
-//! - [`echo`]: the `/echo` endpoint.
+//! - [`socket`]: a connection's TCP socket, shared by hyper, an event stream
+//!   that writes its own body, and an outbox writing through.
+//! - [`error`]: [`error::ApiError`], an HTTP status with a JSON body.
 //! - [`config`]: every setting, its flag, environment variable and default.
 //! - [`shutdown`]: waits for SIGINT or SIGTERM.
 
@@ -20,6 +25,7 @@ pub mod app;
 pub mod config;
 pub mod connections;
 pub mod echo;
+pub mod error;
 pub mod http;
 pub mod server;
 pub mod shutdown;

@@ -15,10 +15,39 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::app::{AppState, StartError};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use switchboard_core::history::HistoryError;
+
+use crate::app::AppState;
 use crate::config::Config;
-use crate::http;
-use crate::socket::HttpSocket;
+use crate::http::{self, DocumentRoot};
+use crate::socket::{AbortConnection, HttpSocket};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("static directory {path}: {source}")]
+    StaticDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `--static-dir`, opened, if given.
+fn open_document_root(config: &Config) -> Result<Option<Arc<DocumentRoot>>, StartError> {
+    let Some(dir) = config.static_dir.as_deref() else {
+        return Ok(None);
+    };
+    let root = DocumentRoot::open(dir).map_err(|source| StartError::StaticDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(Some(Arc::new(root)))
+}
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
@@ -33,8 +62,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let document_root = open_document_root(&config)?;
     let state = AppState::new(config)?;
-    let router = http::router(state.clone());
+    let router = http::router(state.clone(), document_root);
     let stop = CancellationToken::new();
     let http_tasks = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
@@ -117,18 +147,6 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Lets a handler drop its whole HTTP connection: a streaming response
-/// whose client stopped reading never gets polled again, so it cannot end
-/// itself (see `transport::sse`).
-#[derive(Debug, Clone, Default)]
-pub struct AbortConnection(CancellationToken);
-
-impl AbortConnection {
-    pub fn abort(&self) {
-        self.0.cancel();
-    }
-}
-
 /// Serves one HTTP/1.1 connection; a WebSocket upgrade leaves it and carries
 /// on in its own task.
 async fn serve_http(
@@ -156,7 +174,7 @@ async fn serve_http(
         .serve_connection(TokioIo::new(socket), service)
         .with_upgrades();
     tokio::pin!(connection);
-    let aborted = abort.0.cancelled();
+    let aborted = abort.aborted();
     tokio::pin!(aborted);
     let result = tokio::select! {
         result = connection.as_mut() => result,

@@ -18,6 +18,7 @@ use std::task::{Context, Poll, ready};
 use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 /// Counts hyper's completed flushes: each one means hyper has nothing of
 /// its own left unwritten.
@@ -174,6 +175,23 @@ impl AsyncWrite for HttpSocket {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Put in each request's extensions: lets a handler drop its whole HTTP
+/// connection. A streaming response whose client stopped reading is never
+/// polled again, so it cannot end itself (see `transport::sse`).
+#[derive(Debug, Clone, Default)]
+pub struct AbortConnection(CancellationToken);
+
+impl AbortConnection {
+    pub fn abort(&self) {
+        self.0.cancel();
+    }
+
+    /// Resolves once [`AbortConnection::abort`] was called.
+    pub async fn aborted(&self) {
+        self.0.cancelled().await
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Local and remote events take the same path: a node publishes to the
 //! broker, and the broker hands every event (its own included) to each
-//! node's hub. In memory mode that is a direct call; across nodes it will be
-//! Redis pub/sub.
+//! node's hub. The in-process broker ([`MemoryBroker`]) makes that a direct
+//! call; a broker between nodes would implement the same trait.
 
 mod memory;
 

@@ -85,10 +85,35 @@ pub struct Retention {
     pub max_age: Option<Duration>,
 }
 
+/// Why the store failed; the underlying error stays attached as the source.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
+    /// The store's engine failed (a database error).
+    #[error("storage error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A file or thread of the store could not be made or used.
+    #[error("storage error: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// One failure answered to every publish of a batch.
+    #[error(transparent)]
+    Shared(std::sync::Arc<HistoryError>),
+    /// A condition with no underlying error (a damaged guard file, a
+    /// stopped thread).
     #[error("storage error: {0}")]
     Storage(String),
+}
+
+impl HistoryError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> HistoryError {
+        HistoryError::Io {
+            context: context.into(),
+            source,
+        }
+    }
 }
 
 /// Durable, ordered per-channel history.

@@ -114,7 +114,7 @@ struct ChannelMeta {
 
 impl From<rusqlite::Error> for HistoryError {
     fn from(e: rusqlite::Error) -> Self {
-        HistoryError::Storage(e.to_string())
+        HistoryError::Backend(Box::new(e))
     }
 }
 
@@ -126,9 +126,7 @@ impl SqliteHistory {
 
     /// [`SqliteHistory::open`], remembering idempotency keys as `keys` says.
     pub fn open_with(data_dir: &Path, keys: KeyRetention) -> Result<SqliteHistory, HistoryError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            HistoryError::Storage(format!("cannot create {}: {e}", data_dir.display()))
-        })?;
+        std::fs::create_dir_all(data_dir).map_err(|e| storage_error("create", data_dir, e))?;
         let path = data_dir.join(DATABASE_FILE);
         let writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA)?;
@@ -164,7 +162,7 @@ impl SqliteHistory {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || work(&inner))
             .await
-            .map_err(|e| HistoryError::Storage(format!("storage task failed: {e}")))?
+            .map_err(|e| HistoryError::io("storage task failed", e.into()))?
     }
 }
 
@@ -204,12 +202,7 @@ fn recover_unsynced(conn: &Connection, data_dir: &Path) -> Result<(), HistoryErr
             HistoryError::Storage(format!("{}: not a window size: {e}", guard.display()))
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(HistoryError::Storage(format!(
-                "cannot read {}: {e}",
-                guard.display()
-            )));
-        }
+        Err(e) => return Err(storage_error("read", &guard, e)),
     };
     let tx = conn.unchecked_transaction()?;
     let moved = tx.execute(
@@ -275,7 +268,7 @@ fn channel_epoch(seed: u64, channel: &ChannelName) -> String {
 }
 
 fn storage_error(what: &str, path: &Path, e: std::io::Error) -> HistoryError {
-    HistoryError::Storage(format!("cannot {what} {}: {e}", path.display()))
+    HistoryError::io(format!("cannot {what} {}", path.display()), e)
 }
 
 /// Makes a file's creation or removal durable: fsync of its directory.

@@ -13,8 +13,8 @@ use switchboard_core::{ChannelName, Username};
 use switchboard_proto::message::format_time;
 use tokio::sync::oneshot;
 
-use super::ApiError;
 use crate::app::AppState;
+use crate::error::ApiError;
 use crate::transport::native::history_limit;
 
 /// `GET /api/channels`: channels with subscriber count and last offset.

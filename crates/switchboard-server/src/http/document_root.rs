@@ -19,8 +19,8 @@ use percent_encoding::percent_decode_str;
 use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
 
-use super::ApiError;
 use super::page::if_none_match;
+use crate::error::ApiError;
 
 /// A directory whose files are served over HTTP.
 #[derive(Debug, Clone)]

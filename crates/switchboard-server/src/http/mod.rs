@@ -2,32 +2,53 @@
 
 mod api;
 mod document_root;
-mod error;
 mod page;
 
 pub use document_root::DocumentRoot;
-pub use error::ApiError;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRef, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use serde::Deserialize;
+use std::sync::Arc;
 use switchboard_core::{ChannelName, Username};
 
 use crate::app::AppState;
 use crate::echo::Echo;
-use crate::server::AbortConnection;
-use crate::socket::SocketLoan;
+use crate::error::ApiError;
+use crate::socket::{AbortConnection, SocketLoan};
 use crate::transport::native::{ChatSession, RateLimit, SessionLimits};
 use crate::transport::work_budget::WorkBudget;
 use crate::transport::{sse, websocket};
 
-/// Every route the server answers.
-pub fn router(state: AppState) -> Router {
+/// What the handlers are given: the shared state, and the document root
+/// only the router serves from.
+#[derive(Clone)]
+struct RouterState {
+    app: AppState,
+    document_root: Option<Arc<DocumentRoot>>,
+}
+
+impl FromRef<RouterState> for AppState {
+    fn from_ref(state: &RouterState) -> AppState {
+        state.app.clone()
+    }
+}
+
+impl FromRef<RouterState> for Option<Arc<DocumentRoot>> {
+    fn from_ref(state: &RouterState) -> Self {
+        state.document_root.clone()
+    }
+}
+
+/// Every route the server answers; files no route claims come from
+/// `document_root` (`--static-dir`), if given.
+pub fn router(state: AppState, document_root: Option<Arc<DocumentRoot>>) -> Router {
+    let max_msg_bytes = state.config.max_msg_bytes;
     Router::new()
         .route("/", get(home))
         .route("/chat/", get(chat_page))
@@ -42,7 +63,7 @@ pub fn router(state: AppState) -> Router {
             get(api::channel_messages)
                 .post(api::publish_message)
                 .layer(DefaultBodyLimit::max(api::publish_body_limit(
-                    state.config.max_msg_bytes,
+                    max_msg_bytes,
                 ))),
         )
         .route(
@@ -51,13 +72,19 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(static_file)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(RouterState {
+            app: state,
+            document_root,
+        })
 }
 
 /// `/`: the operator's `index.html` from the document root if there is one,
 /// the chat page otherwise.
-async fn home(State(state): State<AppState>, request: Request) -> Response {
-    if let Some(root) = &state.document_root
+async fn home(
+    State(document_root): State<Option<Arc<DocumentRoot>>>,
+    request: Request,
+) -> Response {
+    if let Some(root) = &document_root
         && root.has_index().await
     {
         return root.serve(request).await;
@@ -74,8 +101,11 @@ async fn chat_asset(Path(file): Path<String>, headers: HeaderMap) -> Result<Resp
 }
 
 /// Every path no route claims: a file from the document root, or 404.
-async fn static_file(State(state): State<AppState>, request: Request) -> Response {
-    match &state.document_root {
+async fn static_file(
+    State(document_root): State<Option<Arc<DocumentRoot>>>,
+    request: Request,
+) -> Response {
+    match &document_root {
         Some(root) => root.serve(request).await,
         None => not_found(request.method().clone(), request.uri().clone())
             .await

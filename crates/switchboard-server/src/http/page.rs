@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::ApiError;
+use crate::error::ApiError;
 
 /// One embedded file.
 struct Asset {

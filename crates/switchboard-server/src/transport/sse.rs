@@ -40,9 +40,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::app::AppState;
 use crate::connections::Registration;
-use crate::http::ApiError;
-use crate::server::AbortConnection;
-use crate::socket::{RawBody, SocketLoan};
+use crate::error::ApiError;
+use crate::socket::{AbortConnection, RawBody, SocketLoan};
 use crate::transport::send_queue::SendQueue;
 
 /// Most channels one stream may follow.

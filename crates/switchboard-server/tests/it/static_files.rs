@@ -302,9 +302,10 @@ async fn a_missing_static_dir_stops_start_up_with_a_clear_error() {
         static_dir: Some(Path::new("/nonexistent/switchboard-www").to_path_buf()),
         ..switchboard_server::Config::default()
     };
-    let error = switchboard_server::app::AppState::new(config)
-        .err()
-        .expect("start-up fails");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = switchboard_server::server::run(listener, config, std::future::pending())
+        .await
+        .expect_err("start-up fails");
     assert!(
         error.to_string().contains("/nonexistent/switchboard-www"),
         "{error}"

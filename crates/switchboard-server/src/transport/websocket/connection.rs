@@ -17,7 +17,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_core::outbox::{LentSocket, Outbox};
@@ -27,19 +26,8 @@ use switchboard_ws::{CloseCode, CloseFrame, DecoderConfig, Message, MessageDecod
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::app::WsSettings;
 use crate::transport::send_queue::SendQueue;
-
-/// Per-connection limits and timings, shared by all connections.
-#[derive(Debug, Clone)]
-pub struct WsSettings {
-    pub max_message_size: usize,
-    pub max_queued_bytes: usize,
-    pub ping_interval: Duration,
-    pub ping_timeout: Duration,
-    pub close_timeout: Duration,
-    pub deflate_min_size: usize,
-    pub deflate_level: u32,
-}
 
 /// What a WebSocket endpoint does with the messages its clients send.
 pub trait MessageHandler: Send + Unpin + 'static {

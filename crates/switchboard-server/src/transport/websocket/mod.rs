@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use switchboard_ws::handshake;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use connection::{Connection, Ended, MessageHandler, Replies, WsSettings};
+pub use connection::{Connection, Ended, MessageHandler, Replies};
 
 use switchboard_core::hub::ConnectionId;
 use switchboard_core::outbox::{LentSocket, Outbox};
@@ -25,7 +25,7 @@ use switchboard_core::wire::FrameEncoder;
 
 use crate::app::AppState;
 use crate::connections::Registration;
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::socket::HttpSocket;
 
 /// What a handler is given about the connection it serves.
