@@ -359,6 +359,7 @@ impl Node {
                     kind: "presence",
                     channel: channel.as_str(),
                     users: &presence,
+                    offset: position.offset,
                 };
                 let json = serde_json::to_string(&event).expect("serializes");
                 outbox

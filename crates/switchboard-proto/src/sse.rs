@@ -61,6 +61,9 @@ pub struct Presence<'a> {
     pub kind: &'static str,
     pub channel: &'a str,
     pub users: &'a [String],
+    /// The channel's latest offset then: messages up to it that follow are
+    /// replayed history, later ones are live (as `subscribed.offset`).
+    pub offset: u64,
 }
 
 /// A resume point: one offset per channel. Written as `id:` values and read

@@ -1,6 +1,7 @@
 // The chat page: asks for a nickname and channel, then runs one transport
 // for that channel and shows what it reports.
 
+import { ChannelList } from './channels.js';
 import { ChatEventSource } from './chat-sse.js';
 import { ChatSocket } from './chat-socket.js';
 import { ChatView } from './view.js';
@@ -14,6 +15,20 @@ const CHANNEL_PATTERN = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const $ = (id) => document.getElementById(id);
 const view = new ChatView();
 let transport = null;
+// Live messages of the current channel that arrived while the tab was hidden.
+let unseen = 0;
+const channels = new ChannelList({
+  select: (channel) => {
+    if (transport?.channel === channel) return;
+    location.hash = `#${encodeURIComponent(channel)}`;
+  },
+  changed: () => updateTitle(),
+  log: (text, kind) => view.log(text, kind),
+});
+
+function updateTitle() {
+  view.setTitle(channels.totalUnread() + unseen);
+}
 
 function channelFromHash() {
   const name = decodeURIComponent(location.hash.slice(1));
@@ -58,12 +73,22 @@ function join(nickname, channel) {
   $('chat-view').hidden = false;
   $('change').hidden = false;
 
+  unseen = 0;
+  channels.setCurrent(channel);
   transport = new Transport({
     user: nickname,
     channel,
     on: {
       state: (state) => view.setState(state),
-      message: (message) => view.addMessage(message),
+      identity: (username) => view.setIdentity(username),
+      message: (message, { live }) => {
+        view.addMessage(message, { live });
+        channels.markRead(channel, message.offset);
+        if (live && document.hidden && message.username !== view.me) {
+          unseen += 1;
+          updateTitle();
+        }
+      },
       presence: (users) => view.setPresence(users),
       join: (user) => view.join(user),
       leave: (user) => view.leave(user),
@@ -80,6 +105,7 @@ function join(nickname, channel) {
     },
   });
   view.start(nickname, channel, transport.name);
+  updateTitle();
   view.log(`joining #${channel} as ${nickname} over ${transport.name}`);
   transport.start();
   $('composer-input').focus();
@@ -141,11 +167,31 @@ $('composer-input').addEventListener('input', fitComposer);
 
 $('change').addEventListener('click', () => showJoinForm());
 
+$('open-channel').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = $('open-channel-name');
+  const name = input.value.trim().replace(/^#/, '');
+  if (!CHANNEL_PATTERN.test(name)) {
+    view.log('Channel names use letters, digits and _ . : @ -', 'bad');
+    return;
+  }
+  input.value = '';
+  channels.open(name);
+});
+
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden && unseen > 0) {
+    unseen = 0;
+    updateTitle();
+  }
+});
+
 window.addEventListener('hashchange', () => {
   const nickname = localStorage.getItem(NICKNAME_KEY);
   if (transport && nickname && channelFromHash() !== transport.channel) join(nickname, channelFromHash());
 });
 
+channels.start();
 const remembered = localStorage.getItem(NICKNAME_KEY);
 if (remembered && !nicknameProblem(remembered)) {
   join(remembered, channelFromHash());

@@ -28,7 +28,8 @@ export class ChannelTransport {
    * @param {object} options
    * @param {string} options.user
    * @param {string} options.channel
-   * @param {object} options.on  callbacks: state(s), message(m), presence(users),
+   * @param {object} options.on  callbacks: state(s), message(m, {live}),
+   *   identity(username) (the name the server knows the connection by), presence(users),
    *   join(user), leave(user), reset(), log(text, kind), refused(reason),
    *   and for sent messages: pending(entry), stored(entry), settled(entry),
    *   failed(entry, reason); an entry is {key, text, offset, time}
@@ -44,6 +45,11 @@ export class ChannelTransport {
     this.stopped = true;
     // Resume point: the last offset handed to on.message.
     this.lastOffset = null;
+    // Messages past this offset are live; up to it, history or a replay.
+    this.liveAfter = Infinity;
+    // The username the server gave this connection (welcome, or the
+    // accepted ?user=): what decides which messages are our own.
+    this.username = null;
     // Sent, not yet shown as a message: idempotency key → entry, in the
     // order they were sent.
     this.unconfirmed = new Map();
@@ -96,7 +102,7 @@ export class ChannelTransport {
   /** The pending entry that `message` (a copy from the server) confirms:
    *  by offset once acked, else the oldest unacked one with its text. */
   confirm(message) {
-    if (message.username !== this.user || this.unconfirmed.size === 0) return;
+    if (message.username !== (this.username ?? this.user) || this.unconfirmed.size === 0) return;
     const entries = [...this.unconfirmed.values()];
     const entry = entries.find((e) => e.offset === message.offset)
       ?? entries.find((e) => e.offset === null && e.text === message.msg);
@@ -127,6 +133,6 @@ export class ChannelTransport {
     if (this.lastOffset !== null && message.offset <= this.lastOffset) return;
     this.lastOffset = message.offset;
     this.confirm(message);
-    this.on.message(message);
+    this.on.message(message, { live: message.offset > this.liveAfter });
   }
 }

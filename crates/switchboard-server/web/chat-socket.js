@@ -85,6 +85,9 @@ export class ChatSocket extends ChannelTransport {
     switch (frame.type) {
       case 'welcome':
         this.on.log(`welcome ${frame.username} (connection ${frame.connection_id}, server ${frame.server_version})`);
+        this.username = frame.username;
+        this.on.identity(frame.username);
+        this.liveAfter = Infinity;
         this.joinChannel();
         break;
       case 'history':
@@ -149,6 +152,7 @@ export class ChatSocket extends ChannelTransport {
       this.lastOffset = 0;
     }
     this.epoch = frame.epoch;
+    this.liveAfter = frame.offset;
     this.attempt = 0;
     this.on.presence(frame.presence);
     this.on.state('online');

@@ -80,13 +80,22 @@ export class ChatEventSource extends ChannelTransport {
     this.source = source;
     source.onopen = () => {
       this.attempt = 0;
+      // Until this stream's presence event says where live begins, what
+      // arrives is a replay.
+      this.liveAfter = Infinity;
+      this.username = this.user;
+      this.on.identity(this.user);
       this.on.log('open', 'good');
       this.on.state('online');
       this.resendUnconfirmed();
     };
     source.onerror = () => this.failed(source);
     source.addEventListener('message', (event) => this.deliver(JSON.parse(event.data)));
-    source.addEventListener('presence', (event) => this.on.presence(JSON.parse(event.data).users));
+    source.addEventListener('presence', (event) => {
+      const presence = JSON.parse(event.data);
+      this.liveAfter = presence.offset;
+      this.on.presence(presence.users);
+    });
     source.addEventListener('join', (event) => this.on.join(JSON.parse(event.data).username));
     source.addEventListener('leave', (event) => this.on.leave(JSON.parse(event.data).username));
     source.addEventListener('reset', (event) => {

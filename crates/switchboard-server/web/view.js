@@ -29,13 +29,32 @@ export class ChatView {
 
   start(user, channel, transport) {
     this.me = user;
+    this.unseen = 0;
     this.list.replaceChildren();
+    $('announcer').replaceChildren();
     this.setPresence([]);
     $('status-user').textContent = user;
     $('status-channel').textContent = `#${channel}`;
     $('status-transport').textContent = transport;
     $('composer-input').placeholder = `Message #${channel} — Enter to send, Shift+Enter for a new line`;
-    document.title = `#${channel} · switchboard`;
+    this.channel = channel;
+  }
+
+  /** The name the server knows this connection by: own messages are its. */
+  setIdentity(username) {
+    if (username === this.me) return;
+    this.me = username;
+    $('status-user').textContent = username;
+    for (const item of this.list.querySelectorAll('.message')) {
+      item.classList.toggle('own', item.dataset.username === username);
+    }
+    this.renderPresence();
+  }
+
+  /** The tab title: the channel, after the count of unread messages. */
+  setTitle(unread) {
+    const count = unread > 0 ? `(${unread}) ` : '';
+    document.title = `${count}#${this.channel} · switchboard`;
   }
 
   setState(state) {
@@ -105,7 +124,9 @@ export class ChatView {
     item.querySelector('.meta').append(edit);
   }
 
-  addMessage(message) {
+  /** Shows `message`; a live one (not history, not a replay) from someone
+   *  else is also read out by screen readers. */
+  addMessage(message, { live = false } = {}) {
     const stick = this.atBottom();
     const item = document.createElement('li');
     item.className = 'message';
@@ -121,7 +142,7 @@ export class ChatView {
     const time = document.createElement('time');
     const when = new Date(message.time);
     time.dateTime = message.time;
-    time.title = when.toLocaleString();
+    time.title = when.toLocaleString([], { dateStyle: 'full', timeStyle: 'long' });
     time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
     meta.append(user, time);
 
@@ -137,6 +158,17 @@ export class ChatView {
     } else {
       this.jump.hidden = false;
     }
+    if (live && message.username !== this.me) this.announce(`${message.username}: ${message.msg}`);
+  }
+
+  /** Hands `text` to screen readers (a polite live region), keeping only
+   *  the last few lines there. */
+  announce(text) {
+    const region = $('announcer');
+    const line = document.createElement('p');
+    line.textContent = text;
+    region.append(line);
+    while (region.childElementCount > 5) region.firstElementChild.remove();
   }
 
   /** A line from the page itself (not a chat message), e.g. a refused send. */

@@ -36,6 +36,7 @@ const ASSETS: &[Asset] = &[
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("channel-transport.js", "text/javascript; charset=utf-8"),
+    asset!("channels.js", "text/javascript; charset=utf-8"),
     asset!("chat-socket.js", "text/javascript; charset=utf-8"),
     asset!("chat-sse.js", "text/javascript; charset=utf-8"),
     asset!("view.js", "text/javascript; charset=utf-8"),

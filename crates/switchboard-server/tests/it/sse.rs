@@ -238,7 +238,7 @@ async fn a_stream_has_event_stream_headers_retry_and_heartbeats() {
     assert_eq!(stream.retry, Some(1500));
     assert_eq!(
         presence.json(),
-        json!({"type":"presence","channel":"lobby","users":[]})
+        json!({"type":"presence","channel":"lobby","users":[],"offset":0})
     );
     // The starting position is the stream's last event id before any message.
     assert_eq!(presence.last_event_id, "0");
