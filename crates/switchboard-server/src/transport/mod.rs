@@ -2,6 +2,7 @@
 //! protocol into calls on the node and knows nothing of the others.
 
 pub mod native;
+pub mod outbox_writer;
 pub mod send_queue;
 pub mod sse;
 pub mod websocket;

@@ -836,3 +836,93 @@ async fn http_1_0_gets_a_plain_stream_and_head_gets_no_body() {
     publish(addr, "old", "again").await;
     assert_eq!(probe.read_within(Duration::from_millis(300)).await, b"");
 }
+
+/// The outbox's stress test, run against the SSE body that writes itself:
+/// small commits written through from the writer thread, the body's own
+/// writes (what did not fit, heartbeats) claiming the socket in between, a
+/// reader that pauses, and every message must arrive once, in order,
+/// inside well-formed chunks. (Frames left half written through are the
+/// core outbox test's: it can shrink the sending socket's buffer.)
+#[tokio::test]
+async fn a_self_writing_stream_under_broadcasts_heartbeats_and_a_slow_reader_loses_nothing() {
+    const MESSAGES: u64 = 3_000;
+    let server = TestServer::with_config(|c| {
+        c.publish_rate = 1e9;
+        c.publish_burst = 1e9;
+        c.sse_heartbeat = Duration::from_millis(2);
+        c.max_queued_bytes = 64 << 20;
+    })
+    .await;
+    let addr = server.addr;
+    let mut reader = RawClient::connect_small_buffer(addr).await;
+    let head = reader
+        .request(&format!(
+            "GET /sse?channel=stress HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    let contains = |chunk: &[u8], marker: &[u8]| chunk.windows(marker.len()).any(|w| w == marker);
+    let mut body = Vec::new();
+    loop {
+        let chunk = reader.read_chunk().await.expect("a chunk");
+        body.extend_from_slice(&chunk);
+        if contains(&chunk, b"event: presence") {
+            break;
+        }
+    }
+
+    // A publisher with a few messages in flight at a time, so that each
+    // commit is small enough to be written through from the writer thread.
+    let publisher = tokio::spawn(async move {
+        let (mut ws, _) = ChatClient::connect(addr, "/ws?user=stress").await;
+        let mut rng = fastrand::Rng::with_seed(7);
+        for i in 1..=MESSAGES {
+            let msg = format!("{i}:{}", "x".repeat(rng.usize(1..3_000)));
+            ws.send(json!({"type":"publish","channel":"stress","msg":msg}))
+                .await;
+            if i % 4 == 0 {
+                for _ in 0..4 {
+                    ws.recv_type("ack").await;
+                }
+            }
+        }
+        ws
+    });
+    // Read in short bursts with pauses, so the socket fills and empties.
+    // (An event is never split across chunks, so the last id is found in
+    // the chunk that carries it.)
+    let last = format!("id: {MESSAGES}\n");
+    let mut chunks = 0u64;
+    loop {
+        let chunk = reader.read_chunk().await.expect("a chunk");
+        body.extend_from_slice(&chunk);
+        if contains(&chunk, last.as_bytes()) {
+            break;
+        }
+        chunks += 1;
+        if chunks % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    drop(publisher.await.unwrap());
+    let expected: Vec<u64> = (0..=MESSAGES).collect();
+    assert_eq!(ids_in(&body), expected, "every message once, in order");
+    // Each message's text names its own offset: nothing was cut or spliced.
+    let text = String::from_utf8(body).unwrap();
+    for block in text.split("\n\n").filter(|b| b.contains("event: message")) {
+        let id: u64 = block.lines().next().unwrap()["id: ".len()..]
+            .parse()
+            .unwrap();
+        let data = block
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap();
+        let message: Value = serde_json::from_str(data).unwrap();
+        let msg = message["msg"].as_str().unwrap();
+        assert!(
+            msg.starts_with(&format!("{id}:")),
+            "event {id} carries {msg:.20}"
+        );
+        assert!(msg[msg.find(':').unwrap() + 1..].bytes().all(|b| b == b'x'));
+    }
+}

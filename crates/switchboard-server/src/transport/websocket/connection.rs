@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::app::WsSettings;
+use crate::transport::outbox_writer::{OutboxWriter, Wrote};
 use crate::transport::send_queue::SendQueue;
 
 /// What a WebSocket endpoint does with the messages its clients send.
@@ -100,12 +101,9 @@ pub struct Connection<S, H> {
     /// Holds bytes only while a frame is partly received.
     read_buf: BytesMut,
     decoder: MessageDecoder,
-    send: SendQueue,
+    /// What this task writes, and its side of the write-through protocol.
+    writer: OutboxWriter,
     outbox: Arc<Outbox>,
-    /// The socket is lent to the outbox for writing through.
-    lent_socket: bool,
-    /// Claimed back from the outbox while `send` holds frames.
-    holds_socket: bool,
     encoder: FrameEncoder,
     handler: H,
     settings: Arc<WsSettings>,
@@ -136,10 +134,6 @@ where
         handler: H,
         lent_socket: Option<LentSocket>,
     ) -> Self {
-        let lends_socket = lent_socket.is_some();
-        if let Some(socket) = lent_socket {
-            outbox.lend_socket(socket);
-        }
         let decoder = MessageDecoder::new(DecoderConfig {
             max_message_size: settings.max_message_size,
             deflate: encoder.compresses(),
@@ -148,10 +142,8 @@ where
             io,
             read_buf: BytesMut::from(&leftover[..]),
             decoder,
-            send: SendQueue::default(),
+            writer: OutboxWriter::new(&outbox, lent_socket),
             outbox,
-            lent_socket: lends_socket,
-            holds_socket: false,
             encoder,
             handler,
             timer: Box::pin(tokio::time::sleep(settings.ping_interval)),
@@ -177,35 +169,22 @@ where
         loop {
             let mut progressed = false;
 
-            if matches!(self.phase, Phase::Open { .. }) {
-                // New frames only once the last batch is written: a peer
-                // that does not read leaves them in the bounded outbox.
-                let take_frames = self.send.is_empty();
-                if let Poll::Ready(taken) =
-                    self.outbox
-                        .poll_take(cx, &mut self.send.frames, take_frames)
-                {
-                    self.send.bytes += taken.bytes;
-                    self.holds_socket = true;
-                    progressed = true;
-                    if let Some(close) = taken.close {
-                        self.start_close(Some(close));
-                    }
+            if matches!(self.phase, Phase::Open { .. })
+                && let Poll::Ready(taken) = self.writer.poll_take(&self.outbox, cx)
+            {
+                progressed = true;
+                if let Some(close) = taken.close {
+                    self.start_close(Some(close));
                 }
             }
 
-            self.claim_socket_for_own_frames();
-            let was_sending = !self.send.is_empty();
-            if let Poll::Ready(Err(e)) = self.send.poll_write(&mut self.io, cx) {
-                return Poll::Ready(Ended::Io(e));
+            match self.writer.poll_write(&self.outbox, &mut self.io, cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Ended::Io(e)),
+                // Frames queued while the batch was written woke nobody.
+                Poll::Ready(Ok(Wrote::Batch)) => progressed = true,
+                Poll::Ready(Ok(Wrote::Nothing)) | Poll::Pending => {}
             }
-            // A batch just finished: take the frames that queued meanwhile
-            // (their pushes did not wake us: the outbox was not empty).
-            if was_sending && self.send.is_empty() {
-                progressed = true;
-            }
-            self.release_socket_when_written();
-            if self.send.is_empty() {
+            if self.writer.is_empty() {
                 if let Phase::Closing { write_shut } = &mut self.phase {
                     if !*write_shut {
                         match Pin::new(&mut self.io).poll_shutdown(cx) {
@@ -249,31 +228,13 @@ where
         }
     }
 
-    /// Replies and pings are written by this task: broadcasts stop writing
-    /// through until they are out.
-    fn claim_socket_for_own_frames(&mut self) {
-        let open = matches!(self.phase, Phase::Open { .. });
-        if self.lent_socket && open && !self.holds_socket && !self.send.is_empty() {
-            self.send.bytes += self.outbox.claim_socket(&mut self.send.frames);
-            self.holds_socket = true;
-        }
-    }
-
-    fn release_socket_when_written(&mut self) {
-        let open = matches!(self.phase, Phase::Open { .. });
-        if self.lent_socket && open && self.holds_socket && self.send.is_empty() {
-            self.outbox.release_socket();
-            self.holds_socket = false;
-        }
-    }
-
     /// Reading stops while too much waits to be sent, or while the handler
     /// has all the work in flight it may: a client that sends requests but
     /// does not read the answers is slowed down by TCP itself.
     fn wants_input(&self) -> bool {
         match self.phase {
             Phase::Open { .. } => {
-                !self.input_held && self.send.bytes < self.settings.max_queued_bytes
+                !self.input_held && self.writer.queued_bytes() < self.settings.max_queued_bytes
             }
             Phase::Closing { .. } => true,
         }
@@ -328,7 +289,7 @@ where
             return;
         }
         *awaiting_pong = true;
-        self.send.push(frame::encode(OpCode::Ping, false, b""));
+        self.writer.push(frame::encode(OpCode::Ping, false, b""));
         let deadline = Instant::now() + self.settings.ping_timeout;
         self.timer.as_mut().reset(deadline);
     }
@@ -359,7 +320,10 @@ where
 
     fn dispatch(&mut self, message: Message) {
         match message {
-            Message::Ping(payload) => self.send.push(frame::encode(OpCode::Pong, false, &payload)),
+            Message::Ping(payload) => {
+                self.writer
+                    .push(frame::encode(OpCode::Pong, false, &payload))
+            }
             Message::Pong(_) => {}
             Message::Close(received) => {
                 // Answer with the peer's code (RFC 6455 section 5.5.1).
@@ -369,7 +333,7 @@ where
             }
             data => {
                 let mut replies = Replies {
-                    queue: &mut self.send,
+                    queue: &mut self.writer.send,
                     encoder: self.encoder,
                 };
                 if let Err(close) = self.handler.on_message(data, &mut replies) {
@@ -385,11 +349,9 @@ where
             return;
         }
         // A frame partly written through is finished before the close.
-        if let Some(rest) = self.outbox.take_back_socket() {
-            self.send.push_front(rest);
-        }
+        self.writer.take_back(&self.outbox);
         let payload = frame.as_ref().map(CloseFrame::payload).unwrap_or_default();
-        self.send
+        self.writer
             .push(frame::encode(OpCode::Close, false, &payload));
         self.close_sent = frame;
         self.phase = Phase::Closing { write_shut: false };

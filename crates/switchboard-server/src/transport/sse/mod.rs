@@ -1,0 +1,199 @@
+//! Server-Sent Events: `GET /sse?channel=NAME[&channel=…][&user=NAME][&since=ID]`.
+//!
+//! A stream is a subscriber like any WebSocket: it has an outbox the hub
+//! fills with shared, pre-encoded events, and the response body drains it
+//! (all that is queued goes out in one chunk). Resume points are event ids:
+//! `id: OFFSET` with one channel, `id: CHANNEL:OFFSET` with several. Because
+//! `EventSource` sends back only the last id it saw, a stream of several
+//! channels also writes, after each message event, an id-only block with
+//! every channel's position (`id: lobby:4,ops:9`, which dispatches no
+//! event), so a reconnect resumes all of them exactly.
+//!
+//! A stream of one channel on a plain HTTP/1.1 connection writes its body
+//! to the socket itself once hyper has sent the head, every event a whole
+//! chunk ([`Wire::ChunkedEventStream`]), and lends the socket to its outbox:
+//! broadcasts are written through it from the delivering thread, as they
+//! are to a WebSocket, without waking this stream's task. Other streams
+//! hand their chunks to hyper.
+
+mod body;
+mod cursor;
+mod request;
+
+pub use request::{MAX_CHANNELS, StreamRequest};
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use switchboard_core::hub::SubscriberHandle;
+use switchboard_core::node::Greeting;
+use switchboard_core::outbox::Outbox;
+use switchboard_core::wire::{EventIds, Wire, http_chunk};
+use switchboard_core::{ChannelName, Node, Username};
+use switchboard_proto::sse;
+use tokio::task::AbortHandle;
+
+use self::body::{Feed, HyperBody, SocketBody};
+use self::cursor::StreamCursor;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::socket::{AbortConnection, SocketLoan};
+
+/// Opens the stream: subscribes every channel from its resume point and
+/// returns the `text/event-stream` response.
+/// `socket`, when given, lets a stream of one channel write its body itself.
+pub async fn open(
+    state: &AppState,
+    request: StreamRequest,
+    abort: Option<AbortConnection>,
+    socket: Option<SocketLoan>,
+) -> Result<Response, ApiError> {
+    let node = state.node.clone();
+    let outbox = Arc::new(Outbox::new(state.config.max_queued_bytes));
+    let registration = state.connections.register(outbox.clone());
+    let ids = if request.channels.len() == 1 {
+        EventIds::Offset
+    } else {
+        EventIds::ChannelAndOffset
+    };
+    let socket = socket.filter(|_| ids == EventIds::Offset);
+    let wire = match socket {
+        Some(_) => Wire::ChunkedEventStream,
+        None => Wire::EventStream(ids),
+    };
+    let me = SubscriberHandle {
+        id: registration.id,
+        username: request.user.clone().unwrap_or_else(Username::guest),
+        outbox: outbox.clone(),
+        wire,
+        in_presence: request.user.is_some(),
+    };
+
+    // Where each channel starts: the client's resume point, or now. Read
+    // after joining the hub, so nothing stored later can be missed.
+    let mut subscription = Subscription {
+        node: node.clone(),
+        id: me.id,
+        channels: Vec::new(),
+    };
+    let mut starts = Vec::with_capacity(request.channels.len());
+    for channel in request.channels {
+        let presence = node
+            .join(&me, &channel)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        subscription.channels.push(channel.clone());
+        let since = match request
+            .since
+            .as_ref()
+            .and_then(|c| c.offset_for(channel.as_str()))
+        {
+            Some(since) => since,
+            None => node.position(&channel).await.map_err(storage_error)?.offset,
+        };
+        starts.push((channel, since, presence));
+    }
+
+    let cursor = StreamCursor::new(&starts, ids);
+    let mut preamble = String::new();
+    sse::retry(&mut preamble, state.config.sse_retry.as_millis());
+    // The starting position, so a reconnect before any message still
+    // resumes from here rather than from whenever it reconnects.
+    cursor.write_id(&mut preamble);
+    let preamble = match socket {
+        Some(_) => http_chunk(preamble.as_bytes()),
+        None => Bytes::from(preamble),
+    };
+    let _ = outbox.try_push(preamble);
+
+    let catch_up = tokio::spawn(catch_up(node, me, starts));
+    let watchdog = abort.map(|abort| {
+        let outbox = outbox.clone();
+        let grace = state.config.close_timeout;
+        tokio::spawn(async move {
+            outbox.closing().await;
+            tokio::time::sleep(grace).await;
+            abort.abort();
+        })
+        .abort_handle()
+    });
+    let ends_with_it = Box::new((
+        TaskGuard(vec![Some(catch_up.abort_handle()), watchdog]),
+        subscription,
+        registration,
+    ));
+    let feed = Feed::new(outbox, state.config.sse_heartbeat, ends_with_it);
+    let body = match socket {
+        Some(loan) => Body::new(SocketBody::new(feed, loan)),
+        None => Body::new(HyperBody::new(feed, cursor)),
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx buffers proxied responses unless told otherwise.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Replays each channel from its start, then lets it go live, one after
+/// the other (a stream's events of one channel stay in offset order).
+async fn catch_up(
+    node: Arc<Node>,
+    me: SubscriberHandle,
+    starts: Vec<(ChannelName, u64, Vec<String>)>,
+) {
+    for (channel, since, presence) in starts {
+        let greeting = Greeting::EventStream { presence };
+        if let Err(e) = node
+            .catch_up(me.clone(), channel.clone(), Some(since), greeting)
+            .await
+        {
+            tracing::debug!(conn = me.id, %channel, "event stream catch-up ended: {e}");
+            // Ending the stream lets the client come back and resume.
+            me.outbox
+                .close(switchboard_core::hub::slow_consumer_close());
+            return;
+        }
+    }
+}
+
+fn storage_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        e.to_string(),
+    )
+}
+
+/// The channels a stream joined; leaving them when the stream ends
+/// announces `leave` for a named user's last connection.
+struct Subscription {
+    node: Arc<Node>,
+    id: switchboard_core::hub::ConnectionId,
+    channels: Vec<ChannelName>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            self.node.unsubscribe(channel, self.id);
+        }
+    }
+}
+
+/// Aborts the stream's helper tasks when the stream ends.
+struct TaskGuard(Vec<Option<AbortHandle>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        for task in self.0.iter().flatten() {
+            task.abort();
+        }
+    }
+}
