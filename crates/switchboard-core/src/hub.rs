@@ -18,7 +18,7 @@ use switchboard_ws::{CloseCode, CloseFrame};
 
 use crate::broker::{ChannelEvent, EventSink};
 use crate::channel::ChannelName;
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Outbox, Position, PushError};
 use crate::user::Username;
 use crate::wire::{EventIds, EventKind, SharedFrame, Wire, http_chunk};
 
@@ -162,7 +162,7 @@ impl Hub {
             {
                 continue;
             }
-            if !push_or_close(&handle.outbox, held.frame_for(&handle.wire)) {
+            if !push_event(handle, &held) {
                 break;
             }
         }
@@ -251,7 +251,7 @@ impl Hub {
                 }
                 None => {
                     for frame in frames {
-                        if !push_or_close(&handle.outbox, frame.frame_for(&handle.wire)) {
+                        if !push_event(handle, frame) {
                             break;
                         }
                     }
@@ -295,7 +295,19 @@ impl JoinedRuns {
 /// Queues a frame; a full outbox closes its connection as slow. Returns
 /// whether the connection can still take frames.
 pub fn push_or_close(outbox: &Arc<Outbox>, frame: Bytes) -> bool {
-    match outbox.try_push(frame) {
+    push_or_close_at(outbox, frame, None)
+}
+
+/// Queues `event` for `handle` in its wire's encoding, with the message's
+/// position beside it if the outbox keeps positions (an SSE stream of
+/// several channels, which writes them back as its resume point).
+pub fn push_event(handle: &SubscriberHandle, event: &SharedFrame) -> bool {
+    let position = event.position().filter(|_| handle.outbox.keeps_positions());
+    push_or_close_at(&handle.outbox, event.frame_for(&handle.wire), position)
+}
+
+fn push_or_close_at(outbox: &Arc<Outbox>, frame: Bytes, position: Option<Position>) -> bool {
+    match outbox.try_push_at(frame, position) {
         Ok(()) => true,
         Err(PushError::Full) => {
             outbox.close(slow_consumer_close());

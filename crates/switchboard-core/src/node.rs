@@ -422,8 +422,9 @@ impl Node {
                 };
                 let json = ServerMessage::Message(message).to_json();
                 let frame = SharedFrame::new(channel.clone(), kind, json);
+                let position = frame.position().filter(|_| outbox.keeps_positions());
                 outbox
-                    .push_when_room(frame.frame_for(&subscriber.wire))
+                    .push_when_room_at(frame.frame_for(&subscriber.wire), position)
                     .await?;
                 cursor = message.offset;
             }

@@ -178,6 +178,11 @@ impl SharedFrame {
         &self.json
     }
 
+    /// Where a message stands in its channel; `None` for other events.
+    pub fn position(&self) -> Option<crate::outbox::Position> {
+        self.offset().map(|offset| (self.channel.clone(), offset))
+    }
+
     /// The message offset, or `None` for other events (presence).
     pub fn offset(&self) -> Option<u64> {
         match self.kind {

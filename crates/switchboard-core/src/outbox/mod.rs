@@ -40,6 +40,8 @@ pub use deferred::{HeldWakes, defer_wakes};
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
+
+use crate::channel::ChannelName;
 use parking_lot::Mutex;
 use switchboard_ws::CloseFrame;
 use tokio::sync::Notify;
@@ -71,7 +73,14 @@ pub struct Outbox {
     room: Notify,
     /// Set while someone waits on `room`, so draining costs nothing otherwise.
     waiting_for_room: AtomicBool,
+    /// Keeps each frame's [`Position`] beside it ([`Outbox::keeping_positions`]).
+    keeps_positions: bool,
 }
+
+/// Where a queued message stands in its channel. An SSE stream of several
+/// channels writes every channel's position back to its client after each
+/// message, so its outbox keeps each frame's position beside the frame.
+pub type Position = (ChannelName, u64);
 
 #[derive(Default)]
 struct State {
@@ -91,6 +100,9 @@ struct State {
     front_started: bool,
     /// Something was written through since [`Outbox::take_wrote_through`].
     wrote_through: bool,
+    /// With `keeps_positions`: one entry per frame in `frames`, in order
+    /// (`None` for frames that are not messages). Empty otherwise.
+    positions: VecDeque<Option<Position>>,
 }
 
 /// What the connection task took from its outbox.
@@ -108,18 +120,42 @@ impl Outbox {
             max_bytes,
             room: Notify::new(),
             waiting_for_room: AtomicBool::new(false),
+            keeps_positions: false,
         }
+    }
+
+    /// An outbox that keeps each message frame's position beside it, taken
+    /// with [`Outbox::poll_take_positioned`]. It never lends a socket.
+    pub fn keeping_positions(max_bytes: usize) -> Self {
+        Outbox {
+            keeps_positions: true,
+            ..Outbox::new(max_bytes)
+        }
+    }
+
+    /// Whether pushes should say where a message stands (see [`Position`]).
+    pub fn keeps_positions(&self) -> bool {
+        self.keeps_positions
     }
 
     /// Queues a frame, waiting while the queue is full: for a stream the
     /// caller paces itself (history replay), not for broadcast.
     pub async fn push_when_room(self: &Arc<Self>, frame: Bytes) -> Result<(), PushError> {
+        self.push_when_room_at(frame, None).await
+    }
+
+    /// [`Outbox::push_when_room`] of a message at `position`.
+    pub async fn push_when_room_at(
+        self: &Arc<Self>,
+        frame: Bytes,
+        position: Option<Position>,
+    ) -> Result<(), PushError> {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             self.waiting_for_room.store(true, Ordering::SeqCst);
-            match self.try_push(frame.clone()) {
+            match self.try_push_at(frame.clone(), position.clone()) {
                 Err(PushError::Full) => room.await,
                 done => return done,
             }
@@ -128,6 +164,16 @@ impl Outbox {
 
     /// Queues a frame unless `max_bytes` are already waiting.
     pub fn try_push(self: &Arc<Self>, frame: Bytes) -> Result<(), PushError> {
+        self.try_push_at(frame, None)
+    }
+
+    /// [`Outbox::try_push`] of a message at `position` (kept only by an
+    /// outbox [keeping positions](Outbox::keeping_positions)).
+    pub fn try_push_at(
+        self: &Arc<Self>,
+        frame: Bytes,
+        position: Option<Position>,
+    ) -> Result<(), PushError> {
         let mut state = self.state.lock();
         if state.closed || state.close.is_some() {
             return Err(PushError::Closed);
@@ -139,6 +185,9 @@ impl Outbox {
         let lent_socket = state.socket.is_some();
         state.bytes += frame.len();
         state.frames.push_back(frame);
+        if self.keeps_positions {
+            state.positions.push_back(position);
+        }
         drop(state);
         // One wake per batch: the task drains everything queued when it runs.
         if was_empty {
@@ -159,6 +208,10 @@ impl Outbox {
     /// Lends the connection's plain TCP socket for writing through, until
     /// [`Outbox::take_back_socket`] or [`Outbox::mark_closed`].
     pub fn lend_socket(&self, socket: LentSocket) {
+        debug_assert!(
+            !self.keeps_positions,
+            "written through, positions would be lost"
+        );
         self.state.lock().socket = Some(socket);
     }
 
@@ -240,6 +293,28 @@ impl Outbox {
         into: &mut VecDeque<Bytes>,
         frames: bool,
     ) -> Poll<Taken> {
+        debug_assert!(!self.keeps_positions, "use poll_take_positioned");
+        self.take(cx, into, None, frames)
+    }
+
+    /// [`Outbox::poll_take`] of every frame and, into `positions`, each
+    /// one's position: for an outbox [keeping positions](Outbox::keeping_positions).
+    pub fn poll_take_positioned(
+        &self,
+        cx: &mut Context<'_>,
+        into: &mut VecDeque<Bytes>,
+        positions: &mut VecDeque<Option<Position>>,
+    ) -> Poll<Taken> {
+        self.take(cx, into, Some(positions), true)
+    }
+
+    fn take(
+        &self,
+        cx: &mut Context<'_>,
+        into: &mut VecDeque<Bytes>,
+        positions: Option<&mut VecDeque<Option<Position>>>,
+        frames: bool,
+    ) -> Poll<Taken> {
         self.waker.register(cx.waker());
         let mut state = self.state.lock();
         let close = state.close.take();
@@ -256,6 +331,9 @@ impl Outbox {
             std::mem::swap(into, &mut state.frames);
         } else {
             into.extend(state.frames.drain(..));
+        }
+        if let Some(positions) = positions {
+            positions.extend(state.positions.drain(..));
         }
         if taken.close.is_some() {
             state.closed = true;
@@ -275,6 +353,7 @@ impl Outbox {
         state.closed = true;
         state.socket = None;
         state.frames = VecDeque::new();
+        state.positions = VecDeque::new();
         state.bytes = 0;
         drop(state);
         self.room.notify_waiters();

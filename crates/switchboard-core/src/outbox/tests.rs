@@ -450,3 +450,37 @@ fn broadcasts_written_through_and_the_tasks_own_frames_interleave_whole_and_in_o
     outbox.mark_closed();
     drop(ours);
 }
+
+#[test]
+fn an_outbox_keeping_positions_hands_each_frame_its_own() {
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let outbox = Arc::new(Outbox::keeping_positions(1 << 20));
+    assert!(outbox.keeps_positions());
+    let lobby = crate::ChannelName::parse("lobby").unwrap();
+    outbox.try_push(Bytes::from_static(b"preamble")).unwrap();
+    outbox
+        .try_push_at(Bytes::from_static(b"m7"), Some((lobby.clone(), 7)))
+        .unwrap();
+    let (mut frames, mut positions) = (VecDeque::new(), VecDeque::new());
+    assert!(
+        outbox
+            .poll_take_positioned(&mut cx, &mut frames, &mut positions)
+            .is_ready()
+    );
+    outbox
+        .try_push_at(Bytes::from_static(b"m8"), Some((lobby.clone(), 8)))
+        .unwrap();
+    assert!(
+        outbox
+            .poll_take_positioned(&mut cx, &mut frames, &mut positions)
+            .is_ready()
+    );
+    assert_eq!(frames, [&b"preamble"[..], b"m7", b"m8"]);
+    assert_eq!(
+        positions,
+        [None, Some((lobby.clone(), 7)), Some((lobby, 8))]
+    );
+    // A plain outbox keeps none.
+    assert!(!Outbox::new(1024).keeps_positions());
+}

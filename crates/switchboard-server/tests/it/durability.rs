@@ -160,7 +160,33 @@ async fn assert_all_stored(server: &ServerProcess, channel: &str, acked: Vec<(u6
     }
 }
 
-/// The syscalls of a server run under strace: (thread, line) in order.
+/// How many fsyncs of the WAL completed in `calls` (strace lines in
+/// order). A syscall another thread interrupts is printed in two lines,
+/// `PID fdatasync(7</…/switchboard.db-wal> <unfinished ...>` and later
+/// `PID <... fdatasync resumed>) = 0`.
+fn completed_wal_fsyncs(calls: &[&String]) -> usize {
+    let mut waiting: Vec<&str> = Vec::new();
+    let mut completed = 0;
+    for line in calls {
+        let pid = line.split_whitespace().next().unwrap_or("");
+        let is_sync = line.contains("fsync(") || line.contains("fdatasync(");
+        if is_sync && line.contains("switchboard.db-wal") {
+            if line.contains("<unfinished ...>") {
+                waiting.push(pid);
+            } else if line.trim_end().ends_with("= 0") {
+                completed += 1;
+            }
+        } else if line.contains("sync resumed>") && line.trim_end().ends_with("= 0") {
+            if let Some(at) = waiting.iter().position(|p| *p == pid) {
+                waiting.remove(at);
+                completed += 1;
+            }
+        }
+    }
+    completed
+}
+
+/// The syscalls of a server run under strace, one line each, in order.
 fn traced_calls(trace: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(trace)
         .unwrap()
@@ -213,12 +239,10 @@ async fn an_ack_leaves_only_after_its_commit_is_fsynced() {
             .iter()
             .rev()
             .take_while(|line| i == 0 || !line.contains("durable-"));
-        let wal_fsyncs = synced
-            .filter(|line| line.contains("sync(") && line.contains("switchboard.db-wal"))
-            .filter(|line| line.trim_end().ends_with("= 0"))
-            .count();
+        let mut synced: Vec<&String> = synced.collect();
+        synced.reverse();
         assert!(
-            wal_fsyncs > 0,
+            completed_wal_fsyncs(&synced) > 0,
             "no completed fsync of the WAL before ack {marker}:\n{}",
             calls[..ack].join("\n")
         );

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
-use switchboard_core::outbox::Outbox;
+use switchboard_core::outbox::{Outbox, Position};
 use switchboard_core::wire::{EventIds, http_chunk};
 use switchboard_proto::sse;
 use tokio::time::{Instant, Sleep};
@@ -77,6 +77,9 @@ impl Drop for Feed {
 pub(super) struct HyperBody {
     feed: Feed,
     taken: VecDeque<Bytes>,
+    /// Beside `taken`, for a stream of several channels: each message's
+    /// position, as the hub queued it.
+    positions: VecDeque<Option<Position>>,
     cursor: StreamCursor,
 }
 
@@ -85,6 +88,7 @@ impl HyperBody {
         HyperBody {
             feed,
             taken: VecDeque::new(),
+            positions: VecDeque::new(),
             cursor,
         }
     }
@@ -97,7 +101,8 @@ impl HyperBody {
         let mut chunk = BytesMut::with_capacity(bytes + 64);
         while let Some(frame) = self.taken.pop_front() {
             chunk.extend_from_slice(&frame);
-            if let Some(block) = self.cursor.after_event(&frame) {
+            if let Some(Some((channel, offset))) = self.positions.pop_front() {
+                let block = self.cursor.after_message(&channel, offset);
                 chunk.extend_from_slice(block.as_bytes());
             }
         }
@@ -117,9 +122,12 @@ impl http_body::Body for HyperBody {
         if this.feed.finished {
             return Poll::Ready(None);
         }
-        let mut taken = std::mem::take(&mut this.taken);
-        let poll = this.feed.outbox.poll_take(cx, &mut taken, true);
-        this.taken = taken;
+        let outbox = &this.feed.outbox;
+        let poll = if outbox.keeps_positions() {
+            outbox.poll_take_positioned(cx, &mut this.taken, &mut this.positions)
+        } else {
+            outbox.poll_take(cx, &mut this.taken, true)
+        };
         if let Poll::Ready(result) = poll {
             // A close (shutdown, slow consumer) ends the stream after what
             // was queued before it; the client reconnects and resumes.

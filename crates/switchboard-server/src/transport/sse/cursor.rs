@@ -10,7 +10,7 @@ use switchboard_core::wire::EventIds;
 #[derive(Debug)]
 pub(super) struct StreamCursor {
     pub(super) ids: EventIds,
-    positions: Vec<(String, u64)>,
+    positions: Vec<(ChannelName, u64)>,
 }
 
 impl StreamCursor {
@@ -19,7 +19,7 @@ impl StreamCursor {
             ids,
             positions: starts
                 .iter()
-                .map(|(channel, since, _)| (channel.as_str().to_owned(), *since))
+                .map(|(channel, since, _)| (channel.clone(), *since))
                 .collect(),
         }
     }
@@ -44,24 +44,16 @@ impl StreamCursor {
         out.push_str("\n\n");
     }
 
-    /// Notes a message event (`id: CHANNEL:OFFSET` first line) and returns
-    /// the id-only block that records every position after it.
-    pub(super) fn after_event(&mut self, event: &[u8]) -> Option<String> {
-        if self.ids != EventIds::ChannelAndOffset {
-            return None;
+    /// Notes a message of `channel` at `offset` (its position, kept beside
+    /// its frame) and returns the id-only block that records every
+    /// channel's position after it.
+    pub(super) fn after_message(&mut self, channel: &ChannelName, offset: u64) -> String {
+        if let Some(slot) = self.positions.iter_mut().find(|(name, _)| name == channel) {
+            slot.1 = slot.1.max(offset);
         }
-        let line = event.strip_prefix(b"id: ")?;
-        let line = &line[..line.iter().position(|&b| b == b'\n')?];
-        let (channel, offset) = std::str::from_utf8(line).ok()?.rsplit_once(':')?;
-        let offset: u64 = offset.parse().ok()?;
-        let slot = self
-            .positions
-            .iter_mut()
-            .find(|(name, _)| name == channel)?;
-        slot.1 = slot.1.max(offset);
         let mut block = String::with_capacity(16 * self.positions.len());
         self.write_id(&mut block);
-        Some(block)
+        block
     }
 }
 
@@ -73,14 +65,15 @@ mod tests {
     fn the_cursor_follows_message_events_of_every_channel() {
         let lobby = ChannelName::parse("lobby").unwrap();
         let ops = ChannelName::parse("news:ops").unwrap();
-        let starts = vec![(lobby, 3, vec![]), (ops, 0, vec![])];
+        let starts = vec![(lobby, 3, vec![]), (ops.clone(), 0, vec![])];
         let mut cursor = StreamCursor::new(&starts, EventIds::ChannelAndOffset);
         let mut first = String::new();
         cursor.write_id(&mut first);
         assert_eq!(first, "id: lobby:3,news:ops:0\n\n");
-        let block = cursor.after_event(b"id: news:ops:7\nevent: message\ndata: {}\n\n");
-        assert_eq!(block.as_deref(), Some("id: lobby:3,news:ops:7\n\n"));
-        assert_eq!(cursor.after_event(b"event: join\ndata: {}\n\n"), None);
+        let block = cursor.after_message(&ops, 7);
+        assert_eq!(block, "id: lobby:3,news:ops:7\n\n");
+        // An older offset (a replay overlapping live) never moves it back.
+        assert_eq!(cursor.after_message(&ops, 5), "id: lobby:3,news:ops:7\n\n");
         let single = StreamCursor::new(&starts[..1], EventIds::Offset);
         let mut id = String::new();
         single.write_id(&mut id);

@@ -52,13 +52,18 @@ pub async fn open(
     socket: Option<SocketLoan>,
 ) -> Result<Response, ApiError> {
     let node = state.node.clone();
-    let outbox = Arc::new(Outbox::new(state.config.max_queued_bytes));
-    let registration = state.connections.register(outbox.clone());
     let ids = if request.channels.len() == 1 {
         EventIds::Offset
     } else {
         EventIds::ChannelAndOffset
     };
+    // A stream of several channels writes every channel's position after
+    // each message: its outbox keeps each message's position beside it.
+    let outbox = Arc::new(match ids {
+        EventIds::Offset => Outbox::new(state.config.max_queued_bytes),
+        EventIds::ChannelAndOffset => Outbox::keeping_positions(state.config.max_queued_bytes),
+    });
+    let registration = state.connections.register(outbox.clone());
     let socket = socket.filter(|_| ids == EventIds::Offset);
     let wire = match socket {
         Some(_) => Wire::ChunkedEventStream,
