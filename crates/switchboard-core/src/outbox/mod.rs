@@ -101,8 +101,11 @@ struct State {
     /// Something was written through since [`Outbox::take_wrote_through`].
     wrote_through: bool,
     /// With `keeps_positions`: one entry per frame in `frames`, in order
-    /// (`None` for frames that are not messages). Empty otherwise.
-    positions: VecDeque<Option<Position>>,
+    /// (`None` for frames that are not messages).
+    /// Boxed on purpose: every other outbox pays one word for it, not a
+    /// whole (empty) deque.
+    #[allow(clippy::box_collection)]
+    positions: Option<Box<VecDeque<Option<Position>>>>,
 }
 
 /// What the connection task took from its outbox.
@@ -128,6 +131,10 @@ impl Outbox {
     /// with [`Outbox::poll_take_positioned`]. It never lends a socket.
     pub fn keeping_positions(max_bytes: usize) -> Self {
         Outbox {
+            state: Mutex::new(State {
+                positions: Some(Box::default()),
+                ..State::default()
+            }),
             keeps_positions: true,
             ..Outbox::new(max_bytes)
         }
@@ -185,8 +192,8 @@ impl Outbox {
         let lent_socket = state.socket.is_some();
         state.bytes += frame.len();
         state.frames.push_back(frame);
-        if self.keeps_positions {
-            state.positions.push_back(position);
+        if let Some(positions) = &mut state.positions {
+            positions.push_back(position);
         }
         drop(state);
         // One wake per batch: the task drains everything queued when it runs.
@@ -332,8 +339,8 @@ impl Outbox {
         } else {
             into.extend(state.frames.drain(..));
         }
-        if let Some(positions) = positions {
-            positions.extend(state.positions.drain(..));
+        if let (Some(into), Some(queued)) = (positions, state.positions.as_mut()) {
+            into.extend(queued.drain(..));
         }
         if taken.close.is_some() {
             state.closed = true;
@@ -353,7 +360,9 @@ impl Outbox {
         state.closed = true;
         state.socket = None;
         state.frames = VecDeque::new();
-        state.positions = VecDeque::new();
+        if let Some(positions) = &mut state.positions {
+            **positions = VecDeque::new();
+        }
         state.bytes = 0;
         drop(state);
         self.room.notify_waiters();
