@@ -6,7 +6,11 @@
 # (medians, switchboard/baseline ratios) and target/bench/report.svg. Each
 # run also repeats the fixed-rate fan-out against switchboard with its data
 # directory on tmpfs, with `--sync before-ack` and with `--commit-interval
-# 10ms`; durable publish comes after all runs; last the `floor` scenario:
+# 10ms`. Flat-out fan-out runs with this tool's own client (1 publisher x
+# 64 in flight) and with a second generator built on tokio-tungstenite
+# (1 x 64 and 4 x 256, on 1 and 2 generator threads); idle memory is
+# measured for WebSocket connections and for SSE streams. Durable publish
+# comes after all runs; last the `floor` scenario:
 # the kernel's cost of one loopback write per delivery, with no server at all.
 #
 # Env: BENCH_RUNS (3)  BENCH_DURATION (10s)  BENCH_SUBSCRIBERS (1000)
@@ -61,7 +65,8 @@ bench() { # bench TARGET NAME RUN ARGS...
     local target=$1 name=$2 run=$3
     shift 3
     echo "bench.sh: $target $name run $run" >&2
-    ./target/release/switchboard-bench --server "$addr" --server-pid "$pid" --threads "$threads" --json "$@" \
+    ./target/release/switchboard-bench --server "$addr" --server-pid "$pid" \
+        --threads "${BENCH_GEN_THREADS:-$threads}" --json "$@" \
         >"$out/$target-$name-$run.json"
 }
 
@@ -75,11 +80,26 @@ for run in $(seq 1 "$runs"); do
         bench "$target" idle "$run" idle --connections "$idle"
         stop
     done
+    # The same for event streams (GET /sse); the baseline has no SSE.
+    start switchboard
+    bench switchboard idle-sse "$run" idle --transport sse --connections "$idle"
+    stop
     for target in switchboard baseline; do
         start "$target"
         bench "$target" fanout-rate "$run" fanout --subscribers "$subscribers" --rate 200 --duration "$duration"
         bench "$target" fanout-flat "$run" fanout --subscribers "$subscribers" --rate 0 --in-flight 64 --duration "$duration"
         bench "$target" echo "$run" echo --connections 100 --in-flight 1 --duration "$duration"
+        # Flat out again with a second generator (tokio-tungstenite and
+        # serde_json, as an application would use them): 1 publisher x 64
+        # in flight and 4 x 256, each on 1 and 2 generator threads.
+        for setup in 1x64 4x256; do
+            for generator_threads in 1 2; do
+                BENCH_GEN_THREADS=$generator_threads bench "$target" \
+                    "fanout-flat-$setup-t$generator_threads" "$run" fanout --client tungstenite \
+                    --subscribers "$subscribers" --publishers "${setup%x*}" \
+                    --in-flight "${setup#*x}" --rate 0 --duration "$duration"
+            done
+        done
         stop
     done
     # The same fan-out to SSE subscribers (GET /sse); the baseline has no SSE.

@@ -1,8 +1,9 @@
 //! The benchmark baseline: a broadcast server as a competent developer would
 //! write it with tokio-tungstenite. One reader task and one writer task per
 //! connection, the writer fed by a bounded channel; a broadcast message is
-//! serialized once and shared (`Utf8Bytes` is reference-counted). It keeps
-//! no history and writes nothing to disk.
+//! serialized once and shared (`Utf8Bytes` is reference-counted), in the
+//! envelope switchboard sends (same fields, order and size). It keeps no
+//! history and writes nothing to disk.
 //!
 //! It speaks the part of switchboard's protocol the load tool uses:
 //! `/echo`; `/ws?user=U&channel=C` answers `subscribed`, then `message`s;
@@ -24,15 +25,21 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 /// Frames one connection may have waiting; a subscriber past it is dropped.
-const QUEUE: usize = 1024;
+/// About switchboard's default bound (`--max-queued-bytes`, 4 MiB) in
+/// frames of the load tool's ~200 bytes.
+const QUEUE: usize = 20_000;
 
-/// A channel's subscribers: connection id and writer queue.
-type Subscribers = Vec<(u64, mpsc::Sender<Message>)>;
+/// A channel: its latest offset and its subscribers (connection id and
+/// writer queue).
+#[derive(Default)]
+struct Channel {
+    offset: u64,
+    subscribers: Vec<(u64, mpsc::Sender<Message>)>,
+}
 
 #[derive(Default)]
 struct State {
-    channels: Mutex<HashMap<String, Subscribers>>,
-    offsets: Mutex<HashMap<String, u64>>,
+    channels: Mutex<HashMap<String, Channel>>,
     next_id: AtomicU64,
 }
 
@@ -100,6 +107,7 @@ async fn handle(stream: TcpStream, state: Arc<State>) {
             .unwrap()
             .entry(channel.clone())
             .or_default()
+            .subscribers
             .push((id, tx.clone()));
         let subscribed = json!({"type":"subscribed","channel":channel,"presence":[user]});
         let _ = tx.send(Message::text(subscribed.to_string())).await;
@@ -128,29 +136,55 @@ async fn handle(stream: TcpStream, state: Arc<State>) {
             _ => {}
         }
     }
-    for subscribers in state.channels.lock().unwrap().values_mut() {
-        subscribers.retain(|(sub, _)| *sub != id);
+    for channel in state.channels.lock().unwrap().values_mut() {
+        channel.subscribers.retain(|(sub, _)| *sub != id);
     }
     drop(tx);
     let _ = writer.await;
 }
 
-/// Serializes once and queues the shared text for every subscriber.
+/// A message as switchboard frames it: the same fields in the same order,
+/// time included, so both servers send frames of one size and shape.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel: &'a str,
+    offset: u64,
+    username: &'a str,
+    msg: &'a str,
+    #[serde(serialize_with = "serialize_display")]
+    time: humantime::Rfc3339Timestamp,
+}
+
+fn serialize_display<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// Serializes once and queues the shared text for every subscriber. The
+/// offset is taken under the lock that queues the message, so messages of
+/// concurrent publishers reach every subscriber in offset order.
 fn broadcast(state: &State, channel: &str, user: &str, msg: &str) -> u64 {
-    let offset = {
-        let mut offsets = state.offsets.lock().unwrap();
-        let offset = offsets.entry(channel.to_owned()).or_default();
-        *offset += 1;
-        *offset
-    };
-    let text =
-        json!({"type":"message","channel":channel,"offset":offset,"username":user,"msg":msg})
-            .to_string();
-    let message = Message::text(text);
     let mut channels = state.channels.lock().unwrap();
-    if let Some(subscribers) = channels.get_mut(channel) {
-        // A subscriber that cannot keep up is dropped, as in switchboard.
-        subscribers.retain(|(_, tx)| tx.try_send(message.clone()).is_ok());
-    }
+    let entry = channels.entry(channel.to_owned()).or_default();
+    entry.offset += 1;
+    let offset = entry.offset;
+    let text = serde_json::to_string(&Envelope {
+        kind: "message",
+        channel,
+        offset,
+        username: user,
+        msg,
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+    })
+    .expect("serializes");
+    let message = Message::text(text);
+    // A subscriber that cannot keep up is dropped, as in switchboard.
+    entry
+        .subscribers
+        .retain(|(_, tx)| tx.try_send(message.clone()).is_ok());
     offset
 }

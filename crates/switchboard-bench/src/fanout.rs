@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::client::{self, Buffered, FrameWriter, Incoming, Key};
+use crate::common_client;
 use crate::cpu::cpu_time;
 use crate::sse::EventReader;
 use crate::{LATENCY_ROWS, Report, SharedLatency, fresh_channel, latency_rows};
@@ -37,6 +38,20 @@ pub struct Args {
     /// (`GET /sse`). Publishers always use WebSocket.
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     transport: Transport,
+    /// Which client the generator is built on (WebSocket only).
+    #[arg(long, value_enum, default_value_t = Client::Lean)]
+    client: Client,
+}
+
+/// The generator's WebSocket client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Client {
+    /// This tool's own: raw frames, fields found by scanning, one counter
+    /// update per read.
+    Lean,
+    /// tokio-tungstenite with serde_json, as an application would use them
+    /// (see `common_client`).
+    Tungstenite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,14 +115,23 @@ impl Subscriber {
     }
 }
 
+/// A subscriber of either generator, connected.
+enum Connected {
+    Lean(Subscriber),
+    Common(Box<common_client::Socket>),
+}
+
 /// How long to wait for stragglers after publishing stops.
 const GRACE: Duration = Duration::from_secs(10);
 
-#[derive(Debug)]
-struct SubscriberStats {
-    received: u64,
-    duplicates: u64,
-    gaps: u64,
+/// What one subscriber counted.
+#[derive(Debug, Default)]
+pub struct SubscriberStats {
+    pub received: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    /// Payload bytes of the messages received (frame or event data).
+    pub bytes: u64,
 }
 
 pub async fn run(
@@ -128,25 +152,36 @@ pub async fn run(
         let mut connecting = Vec::new();
         for &i in chunk {
             let channel = channel.clone();
-            let transport = args.transport;
+            let (transport, client) = (args.transport, args.client);
             connecting.push(tokio::spawn(async move {
-                Subscriber::connect(server, transport, i, &channel).await
+                match client {
+                    Client::Lean => Subscriber::connect(server, transport, i, &channel)
+                        .await
+                        .map(Connected::Lean),
+                    Client::Tungstenite => common_client::subscribe(server, i, &channel)
+                        .await
+                        .map(|socket| Connected::Common(Box::new(socket))),
+                }
             }));
         }
         for c in connecting {
-            let subscriber = c.await??;
-            let deliveries = deliveries.clone();
-            let stop = stop_rx.clone();
-            let latency = latency.clone();
-            subscribers.push(tokio::spawn(receive(
-                subscriber, base, deliveries, latency, stop,
-            )));
+            let (deliveries, latency, stop) =
+                (deliveries.clone(), latency.clone(), stop_rx.clone());
+            subscribers.push(match c.await?? {
+                Connected::Lean(subscriber) => {
+                    tokio::spawn(receive(subscriber, base, deliveries, latency, stop))
+                }
+                Connected::Common(socket) => tokio::spawn(common_client::receive(
+                    *socket, base, deliveries, latency, stop,
+                )),
+            });
             connected.inc(1);
         }
     }
 
     connected.finish_and_clear();
     let acked = Arc::new(AtomicU64::new(0));
+    let hops = crate::pipeline::reset(server).await;
     let server_cpu_start = cpu_time(server_pid);
     let own_cpu_start = cpu_time(None);
     let started = Instant::now();
@@ -154,22 +189,32 @@ pub async fn run(
     let progress = crate::progress::timed("publishing", args.duration);
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
-        let (reader, writer) = client::connect(server, &format!("/ws?user=pub{p}")).await?;
+        let path = format!("/ws?user=pub{p}");
         let window = Arc::new(Semaphore::new(args.in_flight.max(1)));
-        tokio::spawn(client::count_acks(reader, acked.clone(), window.clone()));
-        let per_publisher_rate = args.rate / args.publishers as f64;
         let body = Body {
             channel: channel.clone(),
             size: args.size,
             base,
         };
-        publishers.push(tokio::spawn(publish(
-            writer,
-            body,
-            per_publisher_rate,
-            window,
-            deadline,
-        )));
+        if args.client == Client::Tungstenite && args.rate == 0.0 {
+            let socket = common_client::connect(server, &path).await?;
+            let acked = acked.clone();
+            publishers.push(tokio::spawn(async move {
+                let request = move || String::from_utf8(body.request()).expect("ASCII");
+                let (sent, sink) =
+                    common_client::publish(socket, request, window, acked, deadline).await?;
+                Ok::<_, anyhow::Error>((sent, Box::new(sink) as Box<dyn Send>))
+            }));
+            continue;
+        }
+        let (reader, writer) = client::connect(server, &path).await?;
+        tokio::spawn(client::count_acks(reader, acked.clone(), window.clone()));
+        let per_publisher_rate = args.rate / args.publishers as f64;
+        publishers.push(tokio::spawn(async move {
+            let (sent, writer) =
+                publish(writer, body, per_publisher_rate, window, deadline).await?;
+            Ok((sent, Box::new(writer) as Box<dyn Send>))
+        }));
     }
     let mut sent = 0;
     // Writers stay open until the acks are in: dropping one half-closes the socket.
@@ -196,13 +241,19 @@ pub async fn run(
     let own_cpu = own_cpu_start.zip(cpu_time(None)).map(|(a, b)| b - a);
     let _ = stop_tx.send(true);
     drop(writers);
+    let hop_rows = if hops {
+        crate::pipeline::rows(server).await
+    } else {
+        Vec::new()
+    };
 
-    let (mut received, mut duplicates, mut gaps) = (0, 0, 0);
+    let (mut received, mut duplicates, mut gaps, mut bytes) = (0, 0, 0, 0);
     for s in subscribers {
         let stats = s.await?;
         received += stats.received;
         duplicates += stats.duplicates;
         gaps += stats.gaps;
+        bytes += stats.bytes;
     }
     let latency = latency.merged()?;
     let unique = received - duplicates;
@@ -218,6 +269,11 @@ pub async fn run(
             received as f64 / elapsed.as_secs_f64(),
             "/s",
         ),
+        (
+            "bytes_per_delivery",
+            bytes as f64 / received.max(1) as f64,
+            "B (payload)",
+        ),
         ("lost", expected.saturating_sub(unique) as f64, ""),
         ("duplicates", duplicates as f64, ""),
         ("out_of_order", gaps as f64, ""),
@@ -227,10 +283,15 @@ pub async fn run(
         rows.push(("server_cpu", cpu.as_secs_f64(), "s"));
         let per_delivery = cpu.as_secs_f64() * 1e6 / received.max(1) as f64;
         rows.push(("server_cpu_per_delivery", per_delivery, "µs"));
+        let share = cpu.as_secs_f64() / elapsed.as_secs_f64();
+        rows.push(("server_cpu_share", share, "cores"));
     }
     if let Some(cpu) = own_cpu {
         rows.push(("bench_cpu", cpu.as_secs_f64(), "s"));
+        let share = cpu.as_secs_f64() / elapsed.as_secs_f64();
+        rows.push(("bench_cpu_share", share, "cores"));
     }
+    rows.extend(hop_rows);
     Ok(Report {
         scenario: "fanout",
         rows,
@@ -245,11 +306,7 @@ async fn receive(
     mut stop: watch::Receiver<bool>,
 ) -> SubscriberStats {
     let mut tally = Tally {
-        stats: SubscriberStats {
-            received: 0,
-            duplicates: 0,
-            gaps: 0,
-        },
+        stats: SubscriberStats::default(),
         last_offset: 0,
         message: Key::new(br#""type":"message""#),
         offset: Key::new(br#""offset":"#),
@@ -310,6 +367,7 @@ impl Tally {
                 continue;
             }
             batch += 1;
+            self.stats.bytes += frame.len() as u64;
             if let Some(offset) = self.offset.number_in(frame) {
                 if offset <= self.last_offset {
                     self.stats.duplicates += 1;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::client;
+use crate::fanout::Transport;
+use crate::sse::EventReader;
 use crate::{Report, fresh_channel};
 
 #[derive(Debug, clap::Args)]
@@ -21,6 +23,10 @@ pub struct Args {
     /// one huge room would measure presence traffic, not idle memory.
     #[arg(long, default_value_t = 100)]
     per_channel: usize,
+    /// How the connections subscribe: the native WebSocket protocol
+    /// (`/ws`), or an event stream (`GET /sse`).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    transport: Transport,
     /// Wait after the last connection before reading memory.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     settle: Duration,
@@ -45,16 +51,12 @@ pub async fn run(
                 0,
                 1 + (i % usize::from(args.sources.max(1))) as u8,
             ));
-            let path = format!(
-                "/ws?user=idle{i}&channel={channel}-{}",
-                i / args.per_channel.max(1)
-            );
+            let room = format!("{channel}-{}", i / args.per_channel.max(1));
+            let transport = args.transport;
             opening.push(tokio::spawn(async move {
-                let (mut reader, writer) = connect_with_retry(source, server, &path).await?;
-                reader.wait_for(br#""type":"subscribed""#).await?;
                 // Like a real client, read (and drop) what arrives, e.g.
                 // later joins, with no buffer kept between reads.
-                let mut read = reader.into_idle();
+                let (mut read, writer) = open_idle(transport, source, server, i, &room).await?;
                 let drain = tokio::spawn(async move {
                     use tokio::io::AsyncReadExt;
                     let mut sink = [0u8; 512];
@@ -87,16 +89,46 @@ pub async fn run(
     })
 }
 
-/// Loopback under heavy load may reset a handshake (the kernel's TCP memory
-/// pressure); a few retries keep one refusal from spoiling the run.
-async fn connect_with_retry(
+/// What an idle client holds: a socket (or its read half) to drain, and for
+/// a WebSocket the write half, kept because dropping it half-closes.
+type Idle = (
+    Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    Option<client::FrameWriter>,
+);
+
+/// Opens one connection subscribed to `room` and waits for its greeting.
+async fn open_idle(
+    transport: Transport,
     source: IpAddr,
     server: SocketAddr,
-    path: &str,
-) -> anyhow::Result<(client::FrameReader, client::FrameWriter)> {
+    i: usize,
+    room: &str,
+) -> anyhow::Result<Idle> {
+    match transport {
+        Transport::Ws => {
+            let path = format!("/ws?user=idle{i}&channel={room}");
+            let (mut reader, writer) =
+                retrying(|| client::connect_from(source, server, &path)).await?;
+            reader.wait_for(br#""type":"subscribed""#).await?;
+            Ok((Box::new(reader.into_idle()), Some(writer)))
+        }
+        Transport::Sse => {
+            let path = format!("/sse?user=idle{i}&channel={room}");
+            let mut reader = retrying(|| EventReader::connect_from(source, server, &path)).await?;
+            reader.wait_for(b"event: presence").await?;
+            Ok((Box::new(reader.into_stream()), None))
+        }
+    }
+}
+
+/// Loopback under heavy load may reset a handshake (the kernel's TCP memory
+/// pressure); a few retries keep one refusal from spoiling the run.
+async fn retrying<T, F: Future<Output = anyhow::Result<T>>>(
+    connect: impl Fn() -> F,
+) -> anyhow::Result<T> {
     let mut attempt = 0;
     loop {
-        match client::connect_from(source, server, path).await {
+        match connect().await {
             Ok(connection) => return Ok(connection),
             Err(e) if attempt < 5 => {
                 attempt += 1;

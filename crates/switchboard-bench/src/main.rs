@@ -3,11 +3,16 @@
 //! Scenarios:
 //! - `fanout`: N subscribers in one channel, P publishers at a fixed rate or
 //!   flat out; deliveries/s, loss, duplicates, order, latency percentiles
-//!   (publisher send → subscriber receive), server CPU per delivery.
+//!   (publisher send → subscriber receive), server CPU per delivery and
+//!   share of a core, bytes per delivery, and the server's own per-hop
+//!   histograms where it has them (`GET /api/pipeline`). `--client
+//!   tungstenite` swaps this tool's lean client for tokio-tungstenite and
+//!   serde_json, a second generator.
 //! - `history`: durable publish throughput (acked messages/s) and the
 //!   latency of history queries.
 //! - `echo`: round trips/s and latency through `/echo`.
-//! - `idle`: the server's resident memory per idle subscribed connection.
+//! - `idle`: the server's resident memory per idle subscribed connection
+//!   (WebSocket or SSE).
 //! - `floor`: no server: the CPU one loopback `write` per delivery costs,
 //!   the least any server can spend per delivery at a fixed rate.
 //!
@@ -15,12 +20,14 @@
 //! `switchboard --publish-rate 1000000 --publish-burst 1000000`.
 
 mod client;
+mod common_client;
 mod cpu;
 mod echo;
 mod fanout;
 mod floor;
 mod history;
 mod idle;
+mod pipeline;
 mod progress;
 mod report;
 mod sse;

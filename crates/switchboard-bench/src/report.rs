@@ -24,14 +24,35 @@ pub struct Args {
 type Runs = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u32, f64>>>>;
 
 /// Figures compared between switchboard and the baseline, and whether more is better.
-const COMPARED: [(&str, &str, bool); 7] = [
+const COMPARED: [(&str, &str, bool); 19] = [
     ("fanout-rate", "latency_p99", false),
     ("fanout-rate", "server_cpu_per_delivery", false),
     ("fanout-flat", "deliveries_per_sec", true),
     ("fanout-flat", "server_cpu_per_delivery", false),
+    ("fanout-flat-1x64-t1", "deliveries_per_sec", true),
+    ("fanout-flat-1x64-t1", "server_cpu_per_delivery", false),
+    ("fanout-flat-1x64-t1", "server_cpu_share", true),
+    ("fanout-flat-1x64-t2", "deliveries_per_sec", true),
+    ("fanout-flat-1x64-t2", "server_cpu_per_delivery", false),
+    ("fanout-flat-1x64-t2", "server_cpu_share", true),
+    ("fanout-flat-4x256-t1", "deliveries_per_sec", true),
+    ("fanout-flat-4x256-t1", "server_cpu_per_delivery", false),
+    ("fanout-flat-4x256-t1", "server_cpu_share", true),
+    ("fanout-flat-4x256-t2", "deliveries_per_sec", true),
+    ("fanout-flat-4x256-t2", "server_cpu_per_delivery", false),
+    ("fanout-flat-4x256-t2", "server_cpu_share", true),
     ("echo", "round_trips_per_sec", true),
     ("echo", "latency_p99", false),
     ("idle", "server_rss_per_connection", false),
+];
+
+/// Flat-out setups whose generator side is reported beside the ratios.
+const FLAT_SETUPS: [&str; 5] = [
+    "fanout-flat",
+    "fanout-flat-1x64-t1",
+    "fanout-flat-1x64-t2",
+    "fanout-flat-4x256-t1",
+    "fanout-flat-4x256-t2",
 ];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -115,6 +136,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .unwrap_or_default(),
             );
         }
+    }
+    // What depends on the generator (its CPU, the bytes it reads) and the
+    // server's own account of where a message spends its time.
+    for scenario in FLAT_SETUPS.iter().chain(&["fanout-rate"]) {
+        for target in ["switchboard", "baseline"] {
+            let Some(run) = medians.get(target).and_then(|s| s.get(*scenario)) else {
+                continue;
+            };
+            let value = |field: &str| run[field].as_f64().unwrap_or(0.0);
+            let mut line = format!(
+                "{scenario} {target}: server {:.2} cores, generator {:.2} cores, {:.0} B/delivery",
+                value("server_cpu_share"),
+                value("bench_cpu_share"),
+                value("bytes_per_delivery"),
+            );
+            if run.get("hop_commit_p50").is_some() {
+                line += &format!(
+                    "; publish→commit p50/p99 {:.2}/{:.2} ms, commit→first write {:.2}/{:.2} ms, first→last write {:.2}/{:.2} ms, {:.1} msgs/commit",
+                    value("hop_publish_to_commit_p50"),
+                    value("hop_publish_to_commit_p99"),
+                    value("hop_commit_to_first_write_p50"),
+                    value("hop_commit_to_first_write_p99"),
+                    value("hop_first_to_last_write_p50"),
+                    value("hop_first_to_last_write_p99"),
+                    value("batch_size_mean"),
+                );
+            }
+            println!("{line}");
+        }
+    }
+    if let Some(idle) = medians.get("switchboard").and_then(|s| s.get("idle-sse")) {
+        println!(
+            "idle SSE streams: {:.0} bytes per stream",
+            idle["server_rss_per_connection"].as_f64().unwrap_or(0.0)
+        );
     }
     if let Some(history) = medians.get("switchboard").and_then(|s| s.get("history")) {
         println!("durable publish: {} acked msgs/s", history["acked_per_sec"]);

@@ -43,7 +43,32 @@ impl EventReader {
 
     /// Opens `GET path` and reads the response head.
     pub async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<EventReader> {
-        let mut stream = TcpStream::connect(addr).await.context("connect")?;
+        let stream = TcpStream::connect(addr).await.context("connect")?;
+        EventReader::request(stream, addr, path).await
+    }
+
+    /// [`EventReader::connect`] from a chosen local address.
+    pub async fn connect_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        path: &str,
+    ) -> anyhow::Result<EventReader> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = socket.connect(addr).await.context("connect")?;
+        EventReader::request(stream, addr, path).await
+    }
+
+    /// The socket alone, for a client that only drains what arrives.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
+    async fn request(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+    ) -> anyhow::Result<EventReader> {
         stream.set_nodelay(true)?;
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");

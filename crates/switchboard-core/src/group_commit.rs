@@ -17,6 +17,7 @@ use crate::durability::{SyncPolicy, SyncWindow, Unsynced, run_syncer};
 use crate::history::{HistoryError, HistoryStore, NewMessage, Stored};
 use crate::node::AckTarget;
 use crate::outbox::{HeldWakes, defer_wakes};
+use crate::pipeline::PipelineStats;
 
 /// Most messages in a group commit whose subscribers are written through
 /// by the writer (see `GroupCommit::send`). At a steady pace batches hold
@@ -27,6 +28,8 @@ const WRITE_THROUGH_MAX_BATCH: usize = 8;
 pub(crate) struct AppendRequest {
     pub(crate) message: NewMessage,
     pub(crate) ack: AckTarget,
+    /// When the node accepted it (for the pipeline's histograms).
+    pub(crate) accepted: Instant,
 }
 
 /// What the node keeps of its writer: where publishes queue, and the sync
@@ -50,6 +53,7 @@ pub(crate) fn start(
     config: WriterConfig,
     history: Arc<dyn HistoryStore>,
     broker: Arc<dyn Broker>,
+    stats: Arc<PipelineStats>,
 ) -> Result<Writer, HistoryError> {
     let (appends, queue) = mpsc::channel(config.append_queue);
     let ack_after_sync = match config.sync {
@@ -65,6 +69,8 @@ pub(crate) fn start(
         max_batch: config.max_batch,
         commit_interval: config.commit_interval,
         ack_after_sync,
+        stats,
+        accepted: Vec::new(),
     };
     // A thread of its own: a commit waits for fsync without holding up
     // a runtime worker, and delivery follows on the same thread with no
@@ -88,6 +94,9 @@ struct GroupCommit {
     commit_interval: Duration,
     /// Set under `--sync before-ack`: the fsync thread the acks go through.
     ack_after_sync: Option<AckAfterSync>,
+    stats: Arc<PipelineStats>,
+    /// When each publish of the batch being committed was accepted.
+    accepted: Vec<Instant>,
 }
 
 struct AckAfterSync {
@@ -149,8 +158,11 @@ impl GroupCommit {
         }
     }
 
-    fn commit(&self, requests: &mut Vec<AppendRequest>) {
+    fn commit(&mut self, requests: &mut Vec<AppendRequest>) {
         let time = now_millis();
+        let began = Instant::now();
+        self.accepted.clear();
+        self.accepted.extend(requests.iter().map(|r| r.accepted));
         let (batch, acks): (Vec<NewMessage>, Vec<AckTarget>) = requests
             .drain(..)
             .map(|request| {
@@ -171,6 +183,8 @@ impl GroupCommit {
         match self.history.append_blocking(&self.runtime, batch) {
             Ok(stored) => {
                 fail::fail_point!("history-after-commit", |_| kill_self());
+                let stored_at = Instant::now();
+                self.stats.record_commit(&self.accepted, began, stored_at);
                 let (publications, events) = message_events(stored, channels);
                 // Subscribers' wake-ups wait until the acks are queued: a
                 // publisher with a window of messages in flight sends its
@@ -179,7 +193,7 @@ impl GroupCommit {
                 for (publication, ack) in publications.iter().zip(acks) {
                     ack.succeed(publication);
                 }
-                self.send(subscribers, publications.len());
+                self.send(subscribers, publications.len(), stored_at);
             }
             Err(error) => {
                 tracing::warn!("append failed: {error}");
@@ -198,6 +212,7 @@ impl GroupCommit {
         acks: Vec<AckTarget>,
     ) {
         let count = batch.len();
+        let began = Instant::now();
         let written = ack_after_sync
             .window
             .reserve(count, &*self.history)
@@ -214,6 +229,8 @@ impl GroupCommit {
                 return;
             }
         };
+        let stored_at = Instant::now();
+        self.stats.record_commit(&self.accepted, began, stored_at);
         let (publications, events) = message_events(stored, channels);
         let subscribers = defer_wakes(|| self.broker.publish_all(events));
         let unsynced = Unsynced { publications, acks };
@@ -224,7 +241,7 @@ impl GroupCommit {
             fail_all(unsynced.acks, error);
         }
         // After the fsync thread has its batch: it syncs while these are written.
-        self.send(subscribers, count);
+        self.send(subscribers, count, stored_at);
     }
 
     /// Sends a delivered batch of `count` messages on its way. A small batch
@@ -233,11 +250,12 @@ impl GroupCommit {
     /// are woken instead, and each joins whatever has accumulated by the
     /// time it runs into one `writev`, where writing every batch through
     /// would cost a send per batch, and the writer is free for the next.
-    fn send(&self, subscribers: HeldWakes, count: usize) {
+    fn send(&self, subscribers: HeldWakes, count: usize, stored: Instant) {
+        let fan_out = |shares| self.stats.fan_out(stored, shares);
         if count > WRITE_THROUGH_MAX_BATCH {
-            subscribers.wake_tasks();
+            subscribers.wake_tasks_timed(fan_out);
         } else {
-            subscribers.wake_all_sharing(&self.runtime);
+            subscribers.wake_all_sharing(&self.runtime, fan_out);
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`outbox`]: the bounded per-connection queue the hub fills.
 //! - [`history`]: the [`history::HistoryStore`] trait and the embedded SQLite store.
 //! - [`broker`]: the [`broker::Broker`] trait and the in-process broker.
+//! - [`pipeline`]: histograms of each hop from publish to the last write.
 //! - [`durability`]: `--sync before-ack`, the fsync thread behind the writer.
 //! - [`idempotency`]: the keys that make a resent publish a repeat.
 //! - [`wire`]: frame encoding shared across subscribers.
@@ -30,6 +31,7 @@ pub mod hub;
 pub mod idempotency;
 pub mod node;
 pub mod outbox;
+pub mod pipeline;
 mod retention;
 pub mod user;
 pub mod wire;

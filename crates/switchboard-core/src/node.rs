@@ -28,6 +28,7 @@ use crate::history::{
 use crate::hub::{ConnectionId, Hub, SubscribeError, SubscriberHandle, push_or_close};
 use crate::idempotency::{IdempotencyKey, KeyRetention};
 use crate::outbox::PushError;
+use crate::pipeline::PipelineStats;
 use crate::retention::run_retention;
 use crate::user::Username;
 use crate::wire::{EventKind, SharedFrame};
@@ -202,6 +203,7 @@ pub struct Node {
     config: NodeConfig,
     /// The sync window under `--sync before-ack`.
     window: Option<Arc<SyncWindow>>,
+    pipeline: Arc<PipelineStats>,
 }
 
 impl Node {
@@ -222,6 +224,7 @@ impl Node {
         history: Arc<dyn HistoryStore>,
         broker: Arc<dyn Broker>,
     ) -> Result<Arc<Node>, HistoryError> {
+        let pipeline = Arc::new(PipelineStats::default());
         let writer = group_commit::start(
             WriterConfig {
                 append_queue: config.append_queue,
@@ -231,6 +234,7 @@ impl Node {
             },
             history.clone(),
             broker.clone(),
+            pipeline.clone(),
         )?;
         tokio::spawn(run_retention(
             Arc::downgrade(&history),
@@ -244,6 +248,7 @@ impl Node {
             appends: writer.appends,
             config,
             window: writer.window,
+            pipeline,
         }))
     }
 
@@ -259,6 +264,11 @@ impl Node {
         tokio::task::spawn_blocking(move || window.settle(&*history))
             .await
             .map_err(|e| HistoryError::io("settle task failed", e.into()))?
+    }
+
+    /// Where published messages spend their time (`GET /api/pipeline`).
+    pub fn pipeline(&self) -> &PipelineStats {
+        &self.pipeline
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -291,6 +301,7 @@ impl Node {
                 idempotency_key,
             },
             ack,
+            accepted: std::time::Instant::now(),
         };
         self.appends
             .try_send(request)

@@ -11,7 +11,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 
@@ -27,6 +27,9 @@ struct Flushes {
     count: AtomicU64,
     /// A body waiting for its head to go out.
     waiter: AtomicWaker,
+    /// A body took the connection over ([`RawBody::hand_off`]): hyper
+    /// reads, writes and shuts down nothing more.
+    handed_off: AtomicBool,
 }
 
 /// A TCP stream with several writers, each writing only while the others
@@ -135,12 +138,25 @@ impl HttpSocket {
     }
 }
 
+impl HttpSocket {
+    fn handed_off(&self) -> bool {
+        self.flushes.handed_off.load(Ordering::Acquire)
+    }
+}
+
+fn handed_off_error() -> io::Error {
+    io::Error::other("the connection was handed to a response body")
+}
+
 impl AsyncRead for HttpSocket {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.handed_off() {
+            return Poll::Ready(Err(handed_off_error()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -151,6 +167,9 @@ impl AsyncWrite for HttpSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.handed_off() {
+            return Poll::Ready(Err(handed_off_error()));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -159,6 +178,9 @@ impl AsyncWrite for HttpSocket {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.handed_off() {
+            return Poll::Ready(Err(handed_off_error()));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -174,6 +196,10 @@ impl AsyncWrite for HttpSocket {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.handed_off() {
+            // The body that took the connection over ends it.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
@@ -252,6 +278,61 @@ impl RawBody {
     /// response, and the connection, itself: the body never shuts it.
     pub fn stream(&mut self) -> &mut SharedStream {
         &mut self.stream
+    }
+
+    /// Takes the connection over from hyper once the head is out, as an
+    /// upgrade does: hyper is to be told so by an error from the body
+    /// (then it drops its side, buffers and all, without writing, reading
+    /// or shutting down anything more), and the caller carries on alone,
+    /// writing the rest of the body and ending the connection.
+    pub fn hand_off(self) -> OwnedBody {
+        debug_assert!(self.head_out, "handed off before the head was out");
+        self.flushes.handed_off.store(true, Ordering::Release);
+        OwnedBody {
+            stream: self.stream,
+        }
+    }
+}
+
+/// A connection taken over from hyper by its response body
+/// ([`RawBody::hand_off`]).
+#[derive(Debug)]
+pub struct OwnedBody {
+    stream: SharedStream,
+}
+
+impl OwnedBody {
+    /// The error that tells hyper its body took the connection over.
+    pub fn handed_off() -> io::Error {
+        handed_off_error()
+    }
+
+    /// An owning handle on the socket, to lend to the stream's outbox.
+    pub fn socket(&self) -> Arc<TcpStream> {
+        self.stream.handle()
+    }
+
+    pub fn stream(&mut self) -> &mut SharedStream {
+        &mut self.stream
+    }
+
+    /// `Ready` once the client has closed its side (or the connection
+    /// failed). An event stream's client sends nothing after its request:
+    /// anything it does send is read and dropped.
+    pub fn poll_client_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let stream = &self.stream.0;
+        let mut scratch = [0u8; 256];
+        loop {
+            if ready!(stream.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            match stream.try_read(&mut scratch) {
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
     }
 }
 
@@ -366,5 +447,88 @@ mod tests {
         }
         drop(client);
         server.await.unwrap();
+    }
+
+    /// A body that takes the connection over once its head is out and
+    /// writes the rest from a task of its own.
+    struct HandedOff {
+        loan: Option<SocketLoan>,
+        raw: Option<RawBody>,
+    }
+
+    impl http_body::Body for HandedOff {
+        type Data = Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+            let this = self.get_mut();
+            if this.raw.is_none() {
+                this.raw = this.loan.take().and_then(SocketLoan::into_raw_body);
+            }
+            ready!(
+                this.raw
+                    .as_mut()
+                    .expect("the connection lives")
+                    .poll_head_out(cx)
+            );
+            let mut owned = this.raw.take().expect("polled once more").hand_off();
+            tokio::spawn(async move {
+                // After hyper has let go: it must not write or close meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                owned
+                    .stream()
+                    .write_all(b"5\r\nhello\r\n0\r\n\r\n")
+                    .await
+                    .unwrap();
+            });
+            Poll::Ready(Some(Err(OwnedBody::handed_off())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_takes_the_connection_over_writes_the_rest_alone_and_ends_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let socket = HttpSocket::new(stream);
+            let loan = socket.lend();
+            let service = hyper::service::service_fn(move |_request| {
+                let body = HandedOff {
+                    loan: Some(loan.clone()),
+                    raw: None,
+                };
+                async move { Ok::<_, io::Error>(hyper::Response::new(body)) }
+            });
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service)
+                .await
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        // hyper's side ends (with the body's error) before the body's task writes.
+        let served = server.await.unwrap();
+        assert!(
+            served.is_err(),
+            "hyper saw the hand-off as the body's error"
+        );
+        let (head, body) = read_response(&mut client).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert_eq!(body, "5\r\nhello\r\n0\r\n\r\n");
+        // The last holder dropped the socket: the connection is closed.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_to_end(&mut rest),
+        )
+        .await
+        .expect("closed after the body");
+        assert_eq!(read.unwrap(), 0, "nothing after the body: {rest:?}");
     }
 }

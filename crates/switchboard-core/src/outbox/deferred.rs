@@ -5,8 +5,10 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Instant;
 
 use super::Outbox;
+use crate::pipeline::FanOut;
 
 thread_local! {
     /// Wake-ups held back by [`defer_wakes`] on this thread.
@@ -52,19 +54,47 @@ impl HeldWakes {
     }
 
     /// [`HeldWakes::wake_all`], with all but the first share of a big
-    /// fan-out handed to tasks on `runtime`.
-    pub fn wake_all_sharing(mut self, runtime: &tokio::runtime::Handle) {
+    /// fan-out handed to tasks on `runtime`. `fan_out` is told how many
+    /// shares there are and hears when each wrote its first and last socket.
+    pub(crate) fn wake_all_sharing(
+        mut self,
+        runtime: &tokio::runtime::Handle,
+        fan_out: impl FnOnce(usize) -> Arc<FanOut>,
+    ) {
+        if self.0.is_empty() {
+            return;
+        }
+        let fan_out = fan_out(self.0.len().div_ceil(WRITE_THROUGH_SHARE));
         while self.0.len() > WRITE_THROUGH_SHARE {
             let share = HeldWakes(self.0.split_off(self.0.len() - WRITE_THROUGH_SHARE));
-            runtime.spawn(async move { share.wake_all() });
+            let fan_out = fan_out.clone();
+            runtime.spawn(async move { share.write_timed(&fan_out) });
         }
+        self.write_timed(&fan_out);
+    }
+
+    fn write_timed(mut self, fan_out: &FanOut) {
+        let first = Instant::now();
         self.wake_remaining(true);
+        fan_out.share_done(first, Instant::now());
     }
 
     /// Wakes every connection's task and writes nothing through: each task
     /// writes what its outbox holds when it runs.
     pub fn wake_tasks(mut self) {
         self.wake_remaining(false);
+    }
+
+    /// [`HeldWakes::wake_tasks`], reporting the wake-ups to `fan_out` as
+    /// one share.
+    pub(crate) fn wake_tasks_timed(mut self, fan_out: impl FnOnce(usize) -> Arc<FanOut>) {
+        if self.0.is_empty() {
+            return;
+        }
+        let fan_out = fan_out(1);
+        let first = Instant::now();
+        self.wake_remaining(false);
+        fan_out.share_done(first, Instant::now());
     }
 
     fn wake_remaining(&mut self, write_through: bool) {

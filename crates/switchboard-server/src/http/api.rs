@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::idempotency::IdempotencyKey;
 use switchboard_core::node::{AckTarget, PublishError};
+use switchboard_core::pipeline::PipelineSnapshot;
 use switchboard_core::{ChannelName, Username};
 use switchboard_proto::message::format_time;
 use tokio::sync::oneshot;
@@ -169,6 +170,18 @@ pub async fn channel_presence(
     let channel = channel_name(channel)?;
     let users = state.node.presence(&channel);
     Ok(Json(json!({ "channel": channel.as_str(), "users": users })))
+}
+
+/// `GET /api/pipeline`: where published messages spend their time, hop
+/// by hop, since the start or the last reset (see `switchboard_core::pipeline`).
+pub async fn pipeline(State(state): State<AppState>) -> Json<PipelineSnapshot> {
+    Json(state.node.pipeline().snapshot())
+}
+
+/// `DELETE /api/pipeline`: starts the histograms over (`204`).
+pub async fn reset_pipeline(State(state): State<AppState>) -> StatusCode {
+    state.node.pipeline().reset();
+    StatusCode::NO_CONTENT
 }
 
 fn channel_name(path: Result<Path<String>, PathRejection>) -> Result<ChannelName, ApiError> {

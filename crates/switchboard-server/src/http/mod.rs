@@ -70,6 +70,10 @@ pub fn router(state: AppState, document_root: Option<Arc<DocumentRoot>>) -> Rout
             "/api/channels/{channel}/presence",
             get(api::channel_presence),
         )
+        .route(
+            "/api/pipeline",
+            get(api::pipeline).delete(api::reset_pipeline),
+        )
         .fallback(static_file)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(RouterState {

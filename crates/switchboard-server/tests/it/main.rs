@@ -9,6 +9,7 @@ mod durability;
 mod handshake;
 mod idempotency;
 mod keepalive;
+mod pipeline;
 mod protocol;
 mod shutdown;
 mod sse;

@@ -1,7 +1,8 @@
 //! The response body of an event stream, in one of two modes: chunks handed
 //! to hyper ([`HyperBody`]), or, for a stream of one channel on a plain
-//! HTTP/1.1 connection, a body that writes itself to the socket once its
-//! head is out and lends the socket to its outbox ([`SocketBody`]).
+//! HTTP/1.1 connection, a body that takes the connection over from hyper
+//! once its head is out, writes itself in a task of its own and lends the
+//! socket to its outbox ([`SocketBody`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -15,10 +16,12 @@ use http_body::Frame;
 use switchboard_core::outbox::{Outbox, Position};
 use switchboard_core::wire::{EventIds, http_chunk};
 use switchboard_proto::sse;
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
+use tokio_util::task::TaskTracker;
 
 use super::cursor::StreamCursor;
-use crate::socket::{RawBody, SocketLoan};
+use crate::socket::{OwnedBody, RawBody, SocketLoan};
 use crate::transport::outbox_writer::{OutboxWriter, Wrote};
 
 /// What both modes share: the outbox the hub fills, the heartbeat, and
@@ -147,46 +150,124 @@ impl http_body::Body for HyperBody {
     }
 }
 
-/// A body that writes itself, every event a whole chunk: the socket, and
-/// the task's side of the write-through protocol (the same as a WebSocket
-/// connection's). hyper ends the response with the last chunk once it
-/// returns.
+/// The body of a stream of one channel on a plain HTTP/1.1 connection. It
+/// waits for hyper to send the head, then takes the connection over (as
+/// an upgrade would, see `RawBody::hand_off`) and carries on in a task of
+/// its own as an [`OwnedStream`]: hyper's buffers for the connection
+/// (16 KiB, more than everything else an idle stream holds) are freed for
+/// a response that may last for days.
 pub(super) struct SocketBody {
-    feed: Feed,
-    /// Until the first poll, when hyper holds the response head.
     loan: Option<SocketLoan>,
     raw: Option<RawBody>,
-    /// From the head on: broadcasts may be written through.
-    writer: Option<OutboxWriter>,
+    /// Until the hand-off.
+    handoff: Option<Handoff>,
+}
+
+/// What the stream's own task is started with.
+pub(super) struct Handoff {
+    pub(super) feed: Feed,
+    /// Where the task is tracked, so a shutdown waits for its last chunk.
+    pub(super) tasks: TaskTracker,
+    /// How long a closing stream may take to write what is queued before
+    /// it is dropped (a client that stopped reading).
+    pub(super) close_timeout: Duration,
 }
 
 impl SocketBody {
-    pub(super) fn new(feed: Feed, loan: SocketLoan) -> Self {
+    pub(super) fn new(handoff: Handoff, loan: SocketLoan) -> Self {
         SocketBody {
-            feed,
             loan: Some(loan),
             raw: None,
-            writer: None,
+            handoff: Some(handoff),
+        }
+    }
+}
+
+impl http_body::Body for SocketBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if this.raw.is_none() {
+            let Some(raw) = this.loan.take().and_then(SocketLoan::into_raw_body) else {
+                return Poll::Ready(Some(Err(io::Error::other("the connection is gone"))));
+            };
+            this.raw = Some(raw);
+        }
+        ready!(this.raw.as_mut().expect("set above").poll_head_out(cx));
+        let (Some(raw), Some(handoff)) = (this.raw.take(), this.handoff.take()) else {
+            return Poll::Ready(None);
+        };
+        let Handoff {
+            feed,
+            tasks,
+            close_timeout,
+        } = handoff;
+        let stream = OwnedStream::new(feed, raw.hand_off(), close_timeout);
+        tasks.spawn(stream.run());
+        // hyper drops its side of the connection on a body's error.
+        Poll::Ready(Some(Err(OwnedBody::handed_off())))
+    }
+}
+
+/// An event stream that owns its connection: every event a whole chunk,
+/// written by the task or through the socket lent to the outbox (the
+/// write-through protocol a WebSocket connection follows).
+struct OwnedStream {
+    feed: Feed,
+    body: OwnedBody,
+    writer: OutboxWriter,
+    close_timeout: Duration,
+    /// Set once a close was asked for: when the stream is dropped even if
+    /// what was queued is not all written.
+    close_deadline: Option<Pin<Box<Sleep>>>,
+}
+
+/// The chunk that ends a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+impl OwnedStream {
+    fn new(feed: Feed, body: OwnedBody, close_timeout: Duration) -> Self {
+        let writer = OutboxWriter::new(&feed.outbox, Some(body.socket()));
+        OwnedStream {
+            feed,
+            body,
+            writer,
+            close_timeout,
+            close_deadline: None,
         }
     }
 
-    /// `Ready(Ok)` once the stream has ended: a close was asked for and
-    /// everything queued before it is written.
-    fn poll_socket(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let SocketBody {
-            feed,
-            loan,
-            raw,
-            writer,
-        } = self;
-        if raw.is_none() {
-            let body = loan.take().and_then(SocketLoan::into_raw_body);
-            *raw = Some(body.ok_or_else(|| io::Error::other("the connection is gone"))?);
+    /// Streams until a close was asked for and everything queued before it
+    /// is written (then ends the body), or the client is gone, or the close
+    /// timeout runs out.
+    async fn run(mut self) {
+        let ended = std::future::poll_fn(|cx| self.poll_stream(cx)).await;
+        if ended.is_ok() {
+            let last_chunk = self.body.stream().write_all(LAST_CHUNK);
+            let _ = tokio::time::timeout(self.close_timeout, last_chunk).await;
         }
-        let raw = raw.as_mut().expect("set above");
-        ready!(raw.poll_head_out(cx));
-        let writer =
-            writer.get_or_insert_with(|| OutboxWriter::new(&feed.outbox, Some(raw.socket())));
+    }
+
+    fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.body.poll_client_gone(cx).is_ready() {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+        }
+        if self.close_deadline.is_none() && self.feed.outbox.is_closed() {
+            self.close_deadline = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
+        }
+        if let Some(deadline) = &mut self.close_deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let OwnedStream {
+            feed, body, writer, ..
+        } = self;
         loop {
             let mut progressed = false;
             if !feed.finished
@@ -204,7 +285,7 @@ impl SocketBody {
                 }
                 progressed = true;
             }
-            match writer.poll_write(&feed.outbox, raw.stream(), cx) {
+            match writer.poll_write(&feed.outbox, body.stream(), cx) {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(_)) if feed.finished => return Poll::Ready(Ok(())),
                 // Frames queued while the batch was written woke nobody.
@@ -215,17 +296,5 @@ impl SocketBody {
                 return Poll::Pending;
             }
         }
-    }
-}
-
-impl http_body::Body for SocketBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.poll_socket(cx).map(|ended| ended.err().map(Err))
     }
 }

@@ -9,9 +9,11 @@
 //! every channel's position (`id: lobby:4,ops:9`, which dispatches no
 //! event), so a reconnect resumes all of them exactly.
 //!
-//! A stream of one channel on a plain HTTP/1.1 connection writes its body
-//! to the socket itself once hyper has sent the head, every event a whole
-//! chunk ([`Wire::ChunkedEventStream`]), and lends the socket to its outbox:
+//! A stream of one channel on a plain HTTP/1.1 connection takes the
+//! connection over from hyper once hyper has sent the head (hyper's
+//! buffers are freed: an idle stream costs what an idle WebSocket does),
+//! writes its body itself, every event a whole chunk
+//! ([`Wire::ChunkedEventStream`]), and lends the socket to its outbox:
 //! broadcasts are written through it from the delivering thread, as they
 //! are to a WebSocket, without waking this stream's task. Other streams
 //! hand their chunks to hyper.
@@ -36,7 +38,7 @@ use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::sse;
 use tokio::task::AbortHandle;
 
-use self::body::{Feed, HyperBody, SocketBody};
+use self::body::{Feed, Handoff, HyperBody, SocketBody};
 use self::cursor::StreamCursor;
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -113,8 +115,13 @@ pub async fn open(
     };
     let _ = outbox.try_push(preamble);
 
-    let catch_up = tokio::spawn(catch_up(node, me, starts));
-    let watchdog = abort.map(|abort| {
+    // Not aborted with the stream: it ends by itself at its next push once
+    // the stream has ended (the outbox refuses it), and a handle kept to
+    // abort it would keep its whole task allocated for the stream's life.
+    tokio::spawn(catch_up(node, me, starts));
+    // A stream hyper writes cannot time itself out while hyper waits on a
+    // client that stopped reading: a watchdog drops the whole connection.
+    let watchdog = abort.filter(|_| socket.is_none()).map(|abort| {
         let outbox = outbox.clone();
         let grace = state.config.close_timeout;
         tokio::spawn(async move {
@@ -124,14 +131,17 @@ pub async fn open(
         })
         .abort_handle()
     });
-    let ends_with_it = Box::new((
-        TaskGuard(vec![Some(catch_up.abort_handle()), watchdog]),
-        subscription,
-        registration,
-    ));
+    let ends_with_it = Box::new((TaskGuard(watchdog), subscription, registration));
     let feed = Feed::new(outbox, state.config.sse_heartbeat, ends_with_it);
     let body = match socket {
-        Some(loan) => Body::new(SocketBody::new(feed, loan)),
+        Some(loan) => {
+            let handoff = Handoff {
+                feed,
+                tasks: state.connections.tasks.clone(),
+                close_timeout: state.config.close_timeout,
+            };
+            Body::new(SocketBody::new(handoff, loan))
+        }
         None => Body::new(HyperBody::new(feed, cursor)),
     };
     let mut response = Response::new(body);
@@ -192,12 +202,12 @@ impl Drop for Subscription {
     }
 }
 
-/// Aborts the stream's helper tasks when the stream ends.
-struct TaskGuard(Vec<Option<AbortHandle>>);
+/// Aborts the stream's watchdog when the stream ends.
+struct TaskGuard(Option<AbortHandle>);
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        for task in self.0.iter().flatten() {
+        if let Some(task) = &self.0 {
             task.abort();
         }
     }
