@@ -23,6 +23,11 @@ pub struct Args {
     /// one huge room would measure presence traffic, not idle memory.
     #[arg(long, default_value_t = 100)]
     per_channel: usize,
+    /// Channels each SSE stream subscribes to (its room, and the rooms
+    /// after it), as a page that shows unread counts does; WebSocket
+    /// connections subscribe to their room only.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
     /// How the connections subscribe: the native WebSocket protocol
     /// (`/ws`), or an event stream (`GET /sse`).
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
@@ -51,12 +56,16 @@ pub async fn run(
                 0,
                 1 + (i % usize::from(args.sources.max(1))) as u8,
             ));
-            let room = format!("{channel}-{}", i / args.per_channel.max(1));
+            let first_room = i / args.per_channel.max(1);
+            let rooms: Vec<String> = (first_room..first_room + args.channels.max(1))
+                .map(|r| format!("{channel}-{r}"))
+                .collect();
+
             let transport = args.transport;
             opening.push(tokio::spawn(async move {
                 // Like a real client, read (and drop) what arrives, e.g.
                 // later joins, with no buffer kept between reads.
-                let (mut read, writer) = open_idle(transport, source, server, i, &room).await?;
+                let (mut read, writer) = open_idle(transport, source, server, i, &rooms).await?;
                 let drain = tokio::spawn(async move {
                     use tokio::io::AsyncReadExt;
                     let mut sink = [0u8; 512];
@@ -96,24 +105,25 @@ type Idle = (
     Option<client::FrameWriter>,
 );
 
-/// Opens one connection subscribed to `room` and waits for its greeting.
+/// Opens one connection subscribed to its first room (a WebSocket) or to
+/// all of them (an SSE stream), and waits for its greeting.
 async fn open_idle(
     transport: Transport,
     source: IpAddr,
     server: SocketAddr,
     i: usize,
-    room: &str,
+    rooms: &[String],
 ) -> anyhow::Result<Idle> {
     match transport {
         Transport::Ws => {
-            let path = format!("/ws?user=idle{i}&channel={room}");
+            let path = format!("/ws?user=idle{i}&channel={}", rooms[0]);
             let (mut reader, writer) =
                 retrying(|| client::connect_from(source, server, &path)).await?;
             reader.wait_for(br#""type":"subscribed""#).await?;
             Ok((Box::new(reader.into_idle()), Some(writer)))
         }
         Transport::Sse => {
-            let path = format!("/sse?user=idle{i}&channel={room}");
+            let path = format!("/sse?user=idle{i}&channel={}", rooms.join("&channel="));
             let mut reader = retrying(|| EventReader::connect_from(source, server, &path)).await?;
             reader.wait_for(b"event: presence").await?;
             Ok((Box::new(reader.into_stream()), None))

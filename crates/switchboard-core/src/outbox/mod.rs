@@ -55,6 +55,9 @@ pub enum PushError {
     Closed,
 }
 
+/// Positions an emptied outbox may keep room for.
+const SMALL_QUEUE: usize = 16;
+
 /// A connection's socket, shared with its outbox for writing through: an
 /// owning handle, so the descriptor stays open while the outbox has it.
 pub type LentSocket = Arc<dyn AsFd + Send + Sync>;
@@ -341,6 +344,10 @@ impl Outbox {
         }
         if let (Some(into), Some(queued)) = (positions, state.positions.as_mut()) {
             into.extend(queued.drain(..));
+            // Room for a burst is not kept while the connection idles.
+            if queued.capacity() > SMALL_QUEUE {
+                **queued = VecDeque::new();
+            }
         }
         if taken.close.is_some() {
             state.closed = true;

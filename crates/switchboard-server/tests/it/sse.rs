@@ -552,6 +552,18 @@ async fn two_hundred_streams_all_receive_a_burst_of_one_hundred() {
 
 #[tokio::test]
 async fn a_stream_that_stops_reading_is_dropped_and_the_rest_go_on() {
+    stalled_stream_is_dropped("channel=flood").await;
+}
+
+#[tokio::test]
+async fn a_stream_of_several_channels_that_stops_reading_is_dropped_too() {
+    stalled_stream_is_dropped("channel=flood&channel=quiet").await;
+}
+
+/// A stream (`query`, which includes `channel=flood`) whose client never
+/// reads is closed as slow and its connection dropped, while a stream that
+/// reads gets every message.
+async fn stalled_stream_is_dropped(query: &str) {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::with_config(|c| {
         c.max_queued_bytes = 256 * 1024;
@@ -564,7 +576,7 @@ async fn a_stream_that_stops_reading_is_dropped_and_the_rest_go_on() {
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = socket.connect(server.addr).await.unwrap();
     stalled
-        .write_all(b"GET /sse?channel=flood HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(format!("GET /sse?{query} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut healthy = SseClient::connect(server.addr, "channel=flood").await;

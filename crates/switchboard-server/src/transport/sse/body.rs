@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
-use switchboard_core::outbox::{Outbox, Position};
+use switchboard_core::outbox::{LentSocket, Outbox, Position, Taken};
 use switchboard_core::wire::{EventIds, http_chunk};
 use switchboard_proto::sse;
 use tokio::io::AsyncWriteExt;
@@ -74,11 +74,10 @@ impl Drop for Feed {
     }
 }
 
-/// A body whose chunks hyper writes: everything queued goes out as one
-/// chunk per wake-up; a stream of several channels gets an id-only block
-/// with every channel's position after each message event.
-pub(super) struct HyperBody {
-    feed: Feed,
+/// Events taken from an outbox and joined into one chunk's data; a stream
+/// of several channels gets an id-only block with every channel's position
+/// after each message event.
+pub(super) struct EventChunks {
     taken: VecDeque<Bytes>,
     /// Beside `taken`, for a stream of several channels: each message's
     /// position, as the hub queued it.
@@ -86,17 +85,26 @@ pub(super) struct HyperBody {
     cursor: StreamCursor,
 }
 
-impl HyperBody {
-    pub(super) fn new(feed: Feed, cursor: StreamCursor) -> Self {
-        HyperBody {
-            feed,
+impl EventChunks {
+    pub(super) fn new(cursor: StreamCursor) -> Self {
+        EventChunks {
             taken: VecDeque::new(),
             positions: VecDeque::new(),
             cursor,
         }
     }
 
-    /// Everything taken from the outbox as one chunk.
+    /// Takes what the outbox holds (and a close asked for); `frames` false
+    /// takes only a close.
+    fn poll_take(&mut self, outbox: &Outbox, cx: &mut Context<'_>, frames: bool) -> Poll<Taken> {
+        if frames && outbox.keeps_positions() {
+            outbox.poll_take_positioned(cx, &mut self.taken, &mut self.positions)
+        } else {
+            outbox.poll_take(cx, &mut self.taken, frames)
+        }
+    }
+
+    /// Everything taken from the outbox as one chunk's data.
     fn chunk(&mut self, bytes: usize) -> Bytes {
         if self.taken.len() == 1 && self.cursor.ids == EventIds::Offset {
             return self.taken.pop_front().expect("one frame");
@@ -109,7 +117,32 @@ impl HyperBody {
                 chunk.extend_from_slice(block.as_bytes());
             }
         }
+        // A burst (joins announced to a big room) must not leave an idle
+        // stream holding deques sized for it.
+        if self.taken.capacity() > SMALL_QUEUE {
+            self.taken = VecDeque::new();
+            self.positions = VecDeque::new();
+        }
         chunk.freeze()
+    }
+}
+
+/// Frames an idle stream's emptied deques may keep room for.
+const SMALL_QUEUE: usize = 16;
+
+/// A body whose chunks hyper writes: everything queued goes out as one
+/// chunk per wake-up.
+pub(super) struct HyperBody {
+    feed: Feed,
+    events: EventChunks,
+}
+
+impl HyperBody {
+    pub(super) fn new(feed: Feed, cursor: StreamCursor) -> Self {
+        HyperBody {
+            feed,
+            events: EventChunks::new(cursor),
+        }
     }
 }
 
@@ -125,20 +158,14 @@ impl http_body::Body for HyperBody {
         if this.feed.finished {
             return Poll::Ready(None);
         }
-        let outbox = &this.feed.outbox;
-        let poll = if outbox.keeps_positions() {
-            outbox.poll_take_positioned(cx, &mut this.taken, &mut this.positions)
-        } else {
-            outbox.poll_take(cx, &mut this.taken, true)
-        };
-        if let Poll::Ready(result) = poll {
+        if let Poll::Ready(result) = this.events.poll_take(&this.feed.outbox, cx, true) {
             // A close (shutdown, slow consumer) ends the stream after what
             // was queued before it; the client reconnects and resumes.
             this.feed.finished = result.close.is_some();
-            if this.taken.is_empty() {
+            if this.events.taken.is_empty() {
                 return Poll::Ready(None);
             }
-            let chunk = this.chunk(result.bytes);
+            let chunk = this.events.chunk(result.bytes);
             this.feed.sent();
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
@@ -171,6 +198,11 @@ pub(super) struct Handoff {
     /// How long a closing stream may take to write what is queued before
     /// it is dropped (a client that stopped reading).
     pub(super) close_timeout: Duration,
+    /// For a stream of several channels: its events, each message's
+    /// position beside it, to be joined and framed as chunks here. A
+    /// stream of one channel has none: the hub queues whole chunks, and
+    /// they may be written through the socket lent to the outbox.
+    pub(super) events: Option<EventChunks>,
 }
 
 impl SocketBody {
@@ -202,41 +234,76 @@ impl http_body::Body for SocketBody {
         let (Some(raw), Some(handoff)) = (this.raw.take(), this.handoff.take()) else {
             return Poll::Ready(None);
         };
-        let Handoff {
-            feed,
-            tasks,
-            close_timeout,
-        } = handoff;
-        let stream = OwnedStream::new(feed, raw.hand_off(), close_timeout);
+        let stream = OwnedStream::new(
+            handoff.feed,
+            raw.hand_off(),
+            handoff.close_timeout,
+            handoff.events,
+        );
+        let tasks = handoff.tasks;
         tasks.spawn(stream.run());
         // hyper drops its side of the connection on a body's error.
         Poll::Ready(Some(Err(OwnedBody::handed_off())))
     }
 }
 
-/// An event stream that owns its connection: every event a whole chunk,
-/// written by the task or through the socket lent to the outbox (the
-/// write-through protocol a WebSocket connection follows).
+/// An event stream that owns its connection. With one channel, every event
+/// is a whole chunk, written by the task or through the socket lent to the
+/// outbox (the write-through protocol a WebSocket connection follows);
+/// with several, the task joins what it takes into a chunk, with the
+/// resume point after each message.
 struct OwnedStream {
     feed: Feed,
     body: OwnedBody,
     writer: OutboxWriter,
+    events: Option<EventChunks>,
     close_timeout: Duration,
     /// Set once a close was asked for: when the stream is dropped even if
     /// what was queued is not all written.
     close_deadline: Option<Pin<Box<Sleep>>>,
 }
 
+/// Takes what the outbox holds into the writer: as it is (whole chunks), or
+/// joined by `events` into one chunk. New events only once the last batch
+/// is written, as the writer does, so a client that stops reading leaves
+/// them in the bounded outbox; a close is taken either way.
+fn take(
+    feed: &Feed,
+    writer: &mut OutboxWriter,
+    events: Option<&mut EventChunks>,
+    cx: &mut Context<'_>,
+) -> Poll<Taken> {
+    let Some(events) = events else {
+        return writer.poll_take(&feed.outbox, cx);
+    };
+    let taken = ready!(events.poll_take(&feed.outbox, cx, writer.is_empty()));
+    if !events.taken.is_empty() {
+        writer.push(http_chunk(&events.chunk(taken.bytes)));
+    }
+    Poll::Ready(taken)
+}
+
 /// The chunk that ends a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 impl OwnedStream {
-    fn new(feed: Feed, body: OwnedBody, close_timeout: Duration) -> Self {
-        let writer = OutboxWriter::new(&feed.outbox, Some(body.socket()));
+    fn new(
+        feed: Feed,
+        body: OwnedBody,
+        close_timeout: Duration,
+        events: Option<EventChunks>,
+    ) -> Self {
+        let lent: Option<LentSocket> = match events {
+            None => Some(body.socket()),
+            // Its events are taken with their positions, never written through.
+            Some(_) => None,
+        };
+        let writer = OutboxWriter::new(&feed.outbox, lent);
         OwnedStream {
             feed,
             body,
             writer,
+            events,
             close_timeout,
             close_deadline: None,
         }
@@ -266,12 +333,16 @@ impl OwnedStream {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
         let OwnedStream {
-            feed, body, writer, ..
+            feed,
+            body,
+            writer,
+            events,
+            ..
         } = self;
         loop {
             let mut progressed = false;
             if !feed.finished
-                && let Poll::Ready(taken) = writer.poll_take(&feed.outbox, cx)
+                && let Poll::Ready(taken) = take(feed, writer, events.as_mut(), cx)
             {
                 feed.finished = taken.close.is_some();
                 feed.sent();

@@ -9,14 +9,16 @@
 //! every channel's position (`id: lobby:4,ops:9`, which dispatches no
 //! event), so a reconnect resumes all of them exactly.
 //!
-//! A stream of one channel on a plain HTTP/1.1 connection takes the
-//! connection over from hyper once hyper has sent the head (hyper's
-//! buffers are freed: an idle stream costs what an idle WebSocket does),
-//! writes its body itself, every event a whole chunk
-//! ([`Wire::ChunkedEventStream`]), and lends the socket to its outbox:
+//! A stream on a plain HTTP/1.1 connection takes the connection over from
+//! hyper once hyper has sent the head (hyper's buffers are freed: an idle
+//! stream costs what an idle WebSocket does) and writes its body itself.
+//! With one channel every event is a whole chunk
+//! ([`Wire::ChunkedEventStream`]) and the socket is lent to the outbox:
 //! broadcasts are written through it from the delivering thread, as they
-//! are to a WebSocket, without waking this stream's task. Other streams
-//! hand their chunks to hyper.
+//! are to a WebSocket, without waking this stream's task. With several,
+//! the stream's task joins what is queued into a chunk, with the resume
+//! point after each message. Streams on other connections hand their
+//! chunks to hyper.
 
 mod body;
 mod cursor;
@@ -38,7 +40,7 @@ use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::sse;
 use tokio::task::AbortHandle;
 
-use self::body::{Feed, Handoff, HyperBody, SocketBody};
+use self::body::{EventChunks, Feed, Handoff, HyperBody, SocketBody};
 use self::cursor::StreamCursor;
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -66,10 +68,11 @@ pub async fn open(
         EventIds::ChannelAndOffset => Outbox::keeping_positions(state.config.max_queued_bytes),
     });
     let registration = state.connections.register(outbox.clone());
-    let socket = socket.filter(|_| ids == EventIds::Offset);
-    let wire = match socket {
-        Some(_) => Wire::ChunkedEventStream,
-        None => Wire::EventStream(ids),
+    // A stream of one channel that writes itself gets whole HTTP chunks
+    // from the hub; one of several joins its events with resume points.
+    let wire = match (&socket, ids) {
+        (Some(_), EventIds::Offset) => Wire::ChunkedEventStream,
+        _ => Wire::EventStream(ids),
     };
     let me = SubscriberHandle {
         id: registration.id,
@@ -109,9 +112,9 @@ pub async fn open(
     // The starting position, so a reconnect before any message still
     // resumes from here rather than from whenever it reconnects.
     cursor.write_id(&mut preamble);
-    let preamble = match socket {
-        Some(_) => http_chunk(preamble.as_bytes()),
-        None => Bytes::from(preamble),
+    let preamble = match wire {
+        Wire::ChunkedEventStream => http_chunk(preamble.as_bytes()),
+        _ => Bytes::from(preamble),
     };
     let _ = outbox.try_push(preamble);
 
@@ -139,6 +142,7 @@ pub async fn open(
                 feed,
                 tasks: state.connections.tasks.clone(),
                 close_timeout: state.config.close_timeout,
+                events: (ids == EventIds::ChannelAndOffset).then(|| EventChunks::new(cursor)),
             };
             Body::new(SocketBody::new(handoff, loan))
         }
