@@ -38,7 +38,9 @@ pub struct Args {
     /// (`GET /sse`). Publishers always use WebSocket.
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     transport: Transport,
-    /// Which client the generator is built on (WebSocket only).
+    /// Which client the generator is built on (WebSocket only). At a
+    /// fixed rate only the subscribers use it: publishers keep this tool's
+    /// paced client.
     #[arg(long, value_enum, default_value_t = Client::Lean)]
     client: Client,
 }
