@@ -15,8 +15,18 @@ if ! command -v chromium >/dev/null || ! command -v strace >/dev/null; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium strace >/dev/null
 fi
-# The browser driver (playwright-core) and an independent WebSocket client (ws).
+# The browser driver (playwright-core), an independent WebSocket client (ws)
+# and the official Socket.IO clients 4 and 2 (socket.io-client).
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+# Python's Socket.IO client (python-socketio), pinned, in a venv of its own.
+if [ ! -x target/py-venv/bin/python ] || ! target/py-venv/bin/python -c 'import socketio' 2>/dev/null; then
+  if ! python3 -m venv target/py-venv 2>/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv target/py-venv
+  fi
+  target/py-venv/bin/pip install -q --disable-pip-version-check -r e2e/python/requirements.txt
+fi
 
 cargo test --workspace --locked "$@"
 

@@ -100,14 +100,17 @@ impl AckTarget {
     pub(crate) fn succeed(self, publication: &Arc<Publication>) {
         match self {
             AckTarget::Connection { subscriber, id } => {
-                let ack = ServerMessage::Ack {
-                    id: id.as_ref(),
-                    channel: &publication.channel,
-                    offset: publication.offset,
-                    time: publication.time,
-                };
-                let frame = subscriber.wire.encode_text(&ack.to_json());
-                push_or_close(&subscriber.outbox, frame);
+                let ack = subscriber
+                    .wire
+                    .encode_reply(id.as_ref(), |id| ServerMessage::Ack {
+                        id,
+                        channel: &publication.channel,
+                        offset: publication.offset,
+                        time: publication.time,
+                    });
+                if let Some(frame) = ack {
+                    push_or_close(&subscriber.outbox, frame);
+                }
             }
             AckTarget::Reply(reply) => {
                 let _ = reply.send(Ok(publication.clone()));
@@ -118,15 +121,18 @@ impl AckTarget {
     pub(crate) fn fail(self, error: &Arc<HistoryError>) {
         match self {
             AckTarget::Connection { subscriber, id } => {
-                let message = ServerMessage::Error {
-                    code: switchboard_proto::native::ErrorCode::Internal,
-                    reason: &error.to_string(),
-                    id: id.as_ref(),
-                };
-                push_or_close(
-                    &subscriber.outbox,
-                    subscriber.wire.encode_text(&message.to_json()),
-                );
+                let reason = error.to_string();
+                let message =
+                    subscriber
+                        .wire
+                        .encode_reply(id.as_ref(), |id| ServerMessage::Error {
+                            code: switchboard_proto::native::ErrorCode::Internal,
+                            reason: &reason,
+                            id,
+                        });
+                if let Some(frame) = message {
+                    push_or_close(&subscriber.outbox, frame);
+                }
             }
             AckTarget::Reply(reply) => {
                 let _ = reply.send(Err(PublishError::Storage(HistoryError::Shared(
@@ -348,16 +354,19 @@ impl Node {
                 epoch,
                 presence,
             } => {
-                let subscribed = ServerMessage::Subscribed {
-                    channel: channel.as_str(),
-                    epoch: &position.epoch,
-                    offset: position.offset,
-                    presence: &presence,
-                    id: id.as_ref(),
-                };
-                outbox
-                    .push_when_room(subscriber.wire.encode_text(&subscribed.to_json()))
-                    .await?;
+                let subscribed =
+                    subscriber
+                        .wire
+                        .encode_reply(id.as_ref(), |id| ServerMessage::Subscribed {
+                            channel: channel.as_str(),
+                            epoch: &position.epoch,
+                            offset: position.offset,
+                            presence: &presence,
+                            id,
+                        });
+                if let Some(frame) = subscribed {
+                    outbox.push_when_room(frame).await?;
+                }
                 // An offset from another epoch means nothing: replay everything kept.
                 let since = match (since, epoch) {
                     (Some(_), Some(epoch)) if epoch != position.epoch => Some(0),

@@ -7,7 +7,8 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use switchboard_proto::{chunked, sse};
+use switchboard_proto::native::{RequestId, ServerMessage};
+use switchboard_proto::{chunked, socketio, sse};
 use switchboard_ws::deflate::{self, DeflateParams};
 use switchboard_ws::frame::{self, OpCode};
 
@@ -23,6 +24,18 @@ pub enum Wire {
     /// socket the stream writes itself: every event is a whole chunk of the
     /// chunked response body, so any run of them goes out as it is.
     ChunkedEventStream,
+    /// A Socket.IO session: every event is an Engine.IO message packet in
+    /// a plain WebSocket text frame, also while the session long-polls (a
+    /// poll takes the packets back out of their frames).
+    SocketIo(SocketIoEvents),
+}
+
+/// How a Socket.IO session's events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketIoEvents {
+    /// Each message event ends with its recovery offset, a string
+    /// argument (connection-state recovery, Engine.IO 4 only).
+    pub recovery_offsets: bool,
 }
 
 /// How an SSE stream writes message ids.
@@ -70,6 +83,7 @@ impl Wire {
     pub fn encode_text(&self, json: &str) -> Bytes {
         match self {
             Wire::WebSocket(encoder) => encoder.encode_text(json),
+            Wire::SocketIo(_) => frame::encode(OpCode::Text, false, json.as_bytes()),
             Wire::EventStream(_) | Wire::ChunkedEventStream => {
                 let mut out = String::with_capacity(json.len() + 8);
                 sse::event(&mut out, None, None, json);
@@ -81,9 +95,58 @@ impl Wire {
         }
     }
 
+    /// The reply to one request, or `None` when there is none to send.
+    /// `message` builds the native reply given the request id. A Socket.IO
+    /// session gets the reply's object (without `type` or `id`) as the
+    /// acknowledgement of event `id`; a failure the event asked no ack for
+    /// comes as an `error` event, and any other reply without an ack id is
+    /// not sent.
+    pub fn encode_reply<'a>(
+        &self,
+        id: Option<&'a RequestId>,
+        message: impl FnOnce(Option<&'a RequestId>) -> ServerMessage<'a>,
+    ) -> Option<Bytes> {
+        if !matches!(self, Wire::SocketIo(_)) {
+            return Some(self.encode_text(&message(id).to_json()));
+        }
+        let reply = message(None);
+        let is_error = matches!(reply, ServerMessage::Error { .. });
+        let json = reply.to_json();
+        let object = without_type_field(&json);
+        let packet = match id.and_then(RequestId::as_u64) {
+            Some(ack_id) if is_error => {
+                socketio::main_namespace_ack(ack_id, &format!(r#"{{"error":{object}}}"#))
+            }
+            Some(ack_id) => socketio::main_namespace_ack(ack_id, &object),
+            None if is_error => socketio::main_namespace_event("error", &object, None),
+            None => return None,
+        };
+        Some(self.encode_text(&packet))
+    }
+
     /// One event about `channel` for this connection alone.
     pub fn encode_event(&self, channel: &ChannelName, kind: EventKind, json: String) -> Bytes {
         SharedFrame::new(channel.clone(), kind, json).frame_for(self)
+    }
+}
+
+/// The recovery offset of one message: `CHANNEL:OFFSET`.
+pub fn recovery_offset(channel: &ChannelName, offset: u64) -> String {
+    format!("{}:{offset}", channel.as_str())
+}
+
+/// A server message's JSON without its leading `"type"` field: the
+/// object a Socket.IO event carries (serde writes the tag first).
+fn without_type_field(json: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = json.strip_prefix(r#"{"type":""#) else {
+        return json.into();
+    };
+    match rest.find('"') {
+        Some(end) => match &rest[end + 1..] {
+            "}" => "{}".into(),
+            fields => format!("{{{}", fields.strip_prefix(',').unwrap_or(fields)).into(),
+        },
+        None => json.into(),
     }
 }
 
@@ -158,6 +221,8 @@ pub struct SharedFrame {
     events: [OnceLock<Bytes>; 2],
     /// The `id: OFFSET` event as a chunk.
     chunked_event: OnceLock<Bytes>,
+    /// Indexed by [`SocketIoEvents::recovery_offsets`] as usize.
+    socketio: [OnceLock<Bytes>; 2],
 }
 
 impl SharedFrame {
@@ -170,6 +235,7 @@ impl SharedFrame {
             deflated: Default::default(),
             events: Default::default(),
             chunked_event: OnceLock::new(),
+            socketio: Default::default(),
         }
     }
 
@@ -202,7 +268,24 @@ impl SharedFrame {
                 .chunked_event
                 .get_or_init(|| http_chunk(&self.frame_for(&Wire::EventStream(EventIds::Offset))))
                 .clone(),
+            Wire::SocketIo(events) => self.socketio[usize::from(events.recovery_offsets)]
+                .get_or_init(|| self.encode_socketio(*events))
+                .clone(),
         }
+    }
+
+    /// `42["message",{...},"lobby:7"]` in a text frame: the event's JSON
+    /// without its `type`, which names the event instead.
+    fn encode_socketio(&self, events: SocketIoEvents) -> Bytes {
+        let object = without_type_field(&self.json);
+        let offset = match self.kind {
+            EventKind::Message { offset } if events.recovery_offsets => {
+                Some(recovery_offset(&self.channel, offset))
+            }
+            _ => None,
+        };
+        let packet = socketio::main_namespace_event(self.kind.name(), &object, offset.as_deref());
+        frame::encode(OpCode::Text, false, packet.as_bytes())
     }
 
     fn encode_event(&self, ids: EventIds) -> Bytes {
@@ -298,6 +381,72 @@ mod tests {
         // Presence events carry no id: they are not a resume point.
         let join = SharedFrame::new(lobby(), EventKind::Join, "{}".into());
         assert_eq!(&join.frame_for(&single)[..], b"event: join\ndata: {}\n\n");
+    }
+
+    #[test]
+    fn socketio_sessions_share_one_event_packet_per_recovery_style() {
+        let shared = message(r#"{"type":"message","channel":"lobby","offset":7}"#);
+        let plain = Wire::SocketIo(SocketIoEvents {
+            recovery_offsets: false,
+        });
+        let recovering = Wire::SocketIo(SocketIoEvents {
+            recovery_offsets: true,
+        });
+        let a = shared.frame_for(&plain);
+        assert_eq!(a.as_ptr(), shared.frame_for(&plain).as_ptr());
+        assert_eq!(&a[2..], br#"42["message",{"channel":"lobby","offset":7}]"#);
+        let b = shared.frame_for(&recovering);
+        assert_eq!(
+            &b[2..],
+            br#"42["message",{"channel":"lobby","offset":7},"lobby:7"]"#
+        );
+        // Presence events carry no recovery offset.
+        let join = SharedFrame::new(
+            lobby(),
+            EventKind::Join,
+            r#"{"type":"join","channel":"lobby","username":"bob"}"#.into(),
+        );
+        assert_eq!(
+            &join.frame_for(&recovering)[2..],
+            br#"42["join",{"channel":"lobby","username":"bob"}]"#
+        );
+    }
+
+    #[test]
+    fn socketio_replies_are_acks_or_error_events() {
+        let wire = Wire::SocketIo(SocketIoEvents {
+            recovery_offsets: true,
+        });
+        let id = RequestId::from(12);
+        let ack = |id| ServerMessage::Unsubscribed {
+            channel: "lobby",
+            id,
+        };
+        let text = |frame: Option<Bytes>| String::from_utf8(frame.unwrap()[2..].to_vec()).unwrap();
+        assert_eq!(
+            text(wire.encode_reply(Some(&id), ack)),
+            r#"4312[{"channel":"lobby"}]"#
+        );
+        assert!(wire.encode_reply(None, ack).is_none());
+        let error = |id| ServerMessage::Error {
+            code: switchboard_proto::native::ErrorCode::InvalidChannel,
+            reason: "no",
+            id,
+        };
+        assert_eq!(
+            text(wire.encode_reply(Some(&id), error)),
+            r#"4312[{"error":{"code":"invalid_channel","reason":"no"}}]"#
+        );
+        assert_eq!(
+            text(wire.encode_reply(None, error)),
+            r#"42["error",{"code":"invalid_channel","reason":"no"}]"#
+        );
+        // Native sessions get the message with its id.
+        let native = Wire::WebSocket(FrameEncoder::plain());
+        assert_eq!(
+            text(native.encode_reply(Some(&id), ack)),
+            r#"{"type":"unsubscribed","channel":"lobby","id":12}"#
+        );
     }
 
     #[test]

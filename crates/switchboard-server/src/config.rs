@@ -153,6 +153,26 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
 
+    /// The official Socket.IO browser client to serve at
+    /// `/socket.io/socket.io.js`: the `dist/socket.io.min.js` of the
+    /// `socket.io-client` npm package. Not served if unset.
+    #[arg(long, env = "SWITCHBOARD_SOCKETIO_CLIENT")]
+    pub socketio_client: Option<PathBuf>,
+
+    /// Test mode for the official Engine.IO and Socket.IO protocol suites:
+    /// `/engine.io/` echoes and `/socket.io/` behaves as the suites'
+    /// reference server (300/200 ms heartbeats) instead of serving channels.
+    #[arg(long, env = "SWITCHBOARD_SOCKETIO_CONFORMANCE")]
+    pub socketio_conformance: bool,
+
+    /// Origins of other sites whose pages may use Socket.IO here (CORS for
+    /// long-polling, and the WebSocket's `Origin`), comma-separated exact
+    /// origins such as `https://app.example.com`, or `*` for any. A page
+    /// from the server's own origin, and any client that sends no
+    /// `Origin`, is always allowed.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// On SIGINT/SIGTERM, how long to wait for connections to close after
     /// telling every WebSocket client 1001 (going away).
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]

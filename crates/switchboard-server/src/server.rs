@@ -24,6 +24,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::http::{self, DocumentRoot};
 use crate::socket::{AbortConnection, HttpSocket};
+use crate::transport::socketio::SocketIo;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    SocketIoClient(std::io::Error),
 }
 
 /// `--static-dir`, opened, if given.
@@ -64,7 +67,14 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let document_root = open_document_root(&config)?;
     let state = AppState::new(config)?;
-    let router = http::router(state.clone(), document_root);
+    let socketio = SocketIo::new(&state).map_err(StartError::SocketIoClient)?;
+    if state.config.socketio_conformance {
+        tracing::warn!(
+            "--socketio-conformance: /engine.io/ and /socket.io/ run the protocol suites' \
+             reference servers, not the channels; for testing only"
+        );
+    }
+    let router = http::router(state.clone(), document_root, Arc::new(socketio));
     let stop = CancellationToken::new();
     let http_tasks = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {

@@ -225,6 +225,14 @@ impl Outbox {
         self.state.lock().socket = Some(socket);
     }
 
+    /// Takes the lent socket back to lend it to another outbox: for an
+    /// outbox nothing was ever written through (it had no subscribers).
+    pub fn hand_over_socket(&self) -> Option<LentSocket> {
+        let mut state = self.state.lock();
+        debug_assert!(!state.front_started, "a frame is partly written");
+        state.socket.take()
+    }
+
     /// Stops writing through (the connection is closing). Returns the rest
     /// of a frame left partly written, which must be sent before anything
     /// else.
@@ -252,6 +260,13 @@ impl Outbox {
             into.push_front(frame);
         }
         bytes
+    }
+
+    /// The connection task is writing frames of its own and leaves what
+    /// is queued here for later: nothing is written through until
+    /// [`Outbox::release_socket`].
+    pub fn hold_socket(&self) {
+        self.state.lock().task_writing = true;
     }
 
     /// The connection task has written everything it took.

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::transport::native::history_limit;
+use crate::transport::channel_session::history_limit;
 
 /// `GET /api/channels`: channels with subscriber count and last offset.
 pub async fn list_channels(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

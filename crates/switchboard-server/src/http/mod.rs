@@ -11,7 +11,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -21,7 +21,9 @@ use crate::app::AppState;
 use crate::echo::Echo;
 use crate::error::ApiError;
 use crate::socket::{AbortConnection, SocketLoan};
-use crate::transport::native::{ChatSession, RateLimit, SessionLimits};
+use crate::transport::channel_session::{RateLimit, SessionLimits};
+use crate::transport::native::ChatSession;
+use crate::transport::socketio::{Endpoint, SocketIo};
 use crate::transport::work_budget::WorkBudget;
 use crate::transport::{sse, websocket};
 
@@ -31,6 +33,13 @@ use crate::transport::{sse, websocket};
 struct RouterState {
     app: AppState,
     document_root: Option<Arc<DocumentRoot>>,
+    socketio: Arc<SocketIo>,
+}
+
+impl FromRef<RouterState> for Arc<SocketIo> {
+    fn from_ref(state: &RouterState) -> Self {
+        state.socketio.clone()
+    }
 }
 
 impl FromRef<RouterState> for AppState {
@@ -47,9 +56,33 @@ impl FromRef<RouterState> for Option<Arc<DocumentRoot>> {
 
 /// Every route the server answers; files no route claims come from
 /// `document_root` (`--static-dir`), if given.
-pub fn router(state: AppState, document_root: Option<Arc<DocumentRoot>>) -> Router {
+pub fn router(
+    state: AppState,
+    document_root: Option<Arc<DocumentRoot>>,
+    socketio: Arc<SocketIo>,
+) -> Router {
     let max_msg_bytes = state.config.max_msg_bytes;
-    Router::new()
+    let (socketio_endpoint, engineio_echo) = if state.config.socketio_conformance {
+        (Endpoint::Reference, Some(Endpoint::EngineEcho))
+    } else {
+        (Endpoint::Channels, None)
+    };
+    let mut router = Router::new();
+    if let Some(echo) = engineio_echo {
+        router = router.route(
+            "/engine.io/",
+            any(move |state, socketio, request| engine_io(state, socketio, echo, request)),
+        );
+    }
+    router
+        .route(
+            "/socket.io/",
+            any(move |state, socketio, request| {
+                engine_io(state, socketio, socketio_endpoint, request)
+            }),
+        )
+        .route("/socket.io/socket.io.js", get(socketio_client))
+        .route("/socket.io/socket.io.min.js", get(socketio_client))
         .route("/", get(home))
         .route("/chat/", get(chat_page))
         .route("/chat/{file}", get(chat_asset))
@@ -79,6 +112,7 @@ pub fn router(state: AppState, document_root: Option<Arc<DocumentRoot>>) -> Rout
         .with_state(RouterState {
             app: state,
             document_root,
+            socketio,
         })
 }
 
@@ -133,6 +167,21 @@ async fn event_stream(
         .filter(|_| writes_itself)
         .cloned();
     sse::open(&state, stream, abort, socket).await
+}
+
+/// Engine.IO and Socket.IO: `/socket.io/` (and `/engine.io/` in
+/// conformance mode).
+async fn engine_io(
+    State(state): State<AppState>,
+    State(socketio): State<Arc<SocketIo>>,
+    endpoint: Endpoint,
+    request: Request,
+) -> Response {
+    socketio.serve(&state, endpoint, request).await
+}
+
+async fn socketio_client(State(socketio): State<Arc<SocketIo>>) -> Response {
+    socketio.client_js()
 }
 
 async fn echo(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {

@@ -112,6 +112,27 @@ impl OutboxWriter {
         }
     }
 
+    /// Moves from `old` to `new`: the lent socket goes with it, and frames
+    /// of the task's own still to write keep their place ahead of what
+    /// `new` holds.
+    pub fn switch_outbox(&mut self, old: &Outbox, new: &Outbox) {
+        if self.holds_socket && self.lent {
+            old.release_socket();
+        }
+        self.holds_socket = false;
+        let socket = old.hand_over_socket();
+        self.lent = socket.is_some();
+        if let Some(socket) = socket {
+            new.lend_socket(socket);
+            if !self.send.is_empty() {
+                // Part of a frame may be out: nothing is written through
+                // until the rest is.
+                new.hold_socket();
+                self.holds_socket = true;
+            }
+        }
+    }
+
     /// The connection is closing: nothing more is written through, and the
     /// rest of a frame left partly written goes out before anything else.
     pub fn take_back(&mut self, outbox: &Outbox) {

@@ -12,5 +12,6 @@ mod keepalive;
 mod pipeline;
 mod protocol;
 mod shutdown;
+mod socketio;
 mod sse;
 mod static_files;

@@ -43,15 +43,47 @@ pub trait MessageHandler: Send + Unpin + 'static {
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Ready(())
     }
+
+    /// How the connection proves its peer alive, asked at each keepalive
+    /// tick (every ping interval).
+    fn keepalive(&mut self) -> Keepalive {
+        Keepalive::Ping
+    }
+}
+
+/// What a connection does at a keepalive tick.
+#[derive(Debug)]
+pub enum Keepalive {
+    /// Sends a WebSocket ping; silence until the ping timeout closes the
+    /// connection ("ping timeout", 1001).
+    Ping,
+    /// Sends this frame instead (a protocol's own ping) on the same terms.
+    Frame(Bytes),
+    /// The peer pings on its own schedule: the connection closes when it
+    /// has heard nothing for a whole tick, which then lasts the ping
+    /// interval plus the ping timeout.
+    PeerPings,
+    /// Nothing this time.
+    Skip,
+    /// Closes the connection with this frame.
+    Close(CloseFrame),
 }
 
 /// Lets a handler answer on its own connection, ahead of anything queued later.
 pub struct Replies<'a> {
     queue: &'a mut SendQueue,
     encoder: FrameEncoder,
+    adopt: &'a mut Option<Arc<Outbox>>,
 }
 
 impl Replies<'_> {
+    /// From now on the connection sends what `outbox` holds, instead of
+    /// its own outbox (a long-polling session taken over by this
+    /// WebSocket): the socket is lent to it, and the old outbox is closed.
+    pub fn adopt_outbox(&mut self, outbox: Arc<Outbox>) {
+        *self.adopt = Some(outbox);
+    }
+
     pub fn send(&mut self, opcode: OpCode, payload: &[u8]) {
         self.queue.push(self.encoder.encode(opcode, payload));
     }
@@ -113,6 +145,10 @@ pub struct Connection<S, H> {
     /// The handler was not ready for the next message: input waits in
     /// `read_buf`, and nothing more is read, until it is.
     input_held: bool,
+    /// Something was read since the last keepalive tick.
+    heard: bool,
+    /// An outbox to switch to, set by the handler ([`Replies::adopt_outbox`]).
+    adopt: Option<Arc<Outbox>>,
     close_sent: Option<CloseFrame>,
     close_received: Option<Option<CloseFrame>>,
 }
@@ -152,6 +188,8 @@ where
                 awaiting_pong: false,
             },
             input_held: false,
+            heard: false,
+            adopt: None,
             close_sent: None,
             close_received: None,
         };
@@ -271,6 +309,7 @@ where
 
     /// Any bytes from the peer prove it alive; the next ping waits a full interval.
     fn heard_from_peer(&mut self) {
+        self.heard = true;
         if let Phase::Open { awaiting_pong } = &mut self.phase {
             if *awaiting_pong {
                 *awaiting_pong = false;
@@ -284,12 +323,37 @@ where
         let Phase::Open { awaiting_pong } = &mut self.phase else {
             return;
         };
+        let ping_timeout = || CloseFrame::new(CloseCode::GOING_AWAY, "ping timeout");
         if *awaiting_pong {
-            self.start_close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "ping timeout")));
+            self.start_close(Some(ping_timeout()));
             return;
         }
+        let heard = std::mem::take(&mut self.heard);
+        let ping = match self.handler.keepalive() {
+            Keepalive::Ping => frame::encode(OpCode::Ping, false, b""),
+            Keepalive::Frame(frame) => frame,
+            Keepalive::PeerPings => {
+                if !heard {
+                    self.start_close(Some(ping_timeout()));
+                    return;
+                }
+                let next =
+                    Instant::now() + self.settings.ping_interval + self.settings.ping_timeout;
+                self.timer.as_mut().reset(next);
+                return;
+            }
+            Keepalive::Skip => {
+                let next = Instant::now() + self.settings.ping_interval;
+                self.timer.as_mut().reset(next);
+                return;
+            }
+            Keepalive::Close(frame) => {
+                self.start_close(Some(frame));
+                return;
+            }
+        };
         *awaiting_pong = true;
-        self.writer.push(frame::encode(OpCode::Ping, false, b""));
+        self.writer.push(ping);
         let deadline = Instant::now() + self.settings.ping_timeout;
         self.timer.as_mut().reset(deadline);
     }
@@ -335,9 +399,15 @@ where
                 let mut replies = Replies {
                     queue: &mut self.writer.send,
                     encoder: self.encoder,
+                    adopt: &mut self.adopt,
                 };
                 if let Err(close) = self.handler.on_message(data, &mut replies) {
                     self.start_close(Some(close));
+                }
+                if let Some(outbox) = self.adopt.take() {
+                    self.writer.switch_outbox(&self.outbox, &outbox);
+                    self.outbox.mark_closed();
+                    self.outbox = outbox;
                 }
             }
         }

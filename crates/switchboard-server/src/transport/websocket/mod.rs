@@ -17,13 +17,13 @@ use hyper_util::rt::TokioIo;
 use switchboard_ws::handshake;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use connection::{Connection, Ended, MessageHandler, Replies};
+pub use connection::{Connection, Ended, Keepalive, MessageHandler, Replies};
 
 use switchboard_core::hub::ConnectionId;
 use switchboard_core::outbox::{LentSocket, Outbox};
 use switchboard_core::wire::FrameEncoder;
 
-use crate::app::AppState;
+use crate::app::{AppState, WsSettings};
 use crate::connections::Registration;
 use crate::error::ApiError;
 use crate::socket::HttpSocket;
@@ -38,6 +38,28 @@ pub struct ConnectionContext {
     pub encoder: FrameEncoder,
 }
 
+/// How an endpoint's WebSocket connections are set up.
+#[derive(Debug, Clone)]
+pub struct Upgrade {
+    /// Whether permessage-deflate may be agreed.
+    pub deflate: bool,
+    /// Limits and keepalive timings.
+    pub settings: Arc<WsSettings>,
+    /// The outbox the connection sends from; a new one if `None`.
+    pub outbox: Option<Arc<Outbox>>,
+}
+
+impl Upgrade {
+    /// The server's settings (`--no-deflate`, `--ping-interval`…) and a new outbox.
+    pub fn from_config(state: &AppState) -> Self {
+        Upgrade {
+            deflate: !state.config.no_deflate,
+            settings: state.ws.clone(),
+            outbox: None,
+        }
+    }
+}
+
 /// Answers a WebSocket upgrade request with `101 Switching Protocols` and
 /// spawns the connection task, which gets its handler from `make_handler`.
 pub fn upgrade<H, F>(
@@ -49,12 +71,26 @@ where
     H: MessageHandler,
     F: FnOnce(ConnectionContext) -> H + Send + 'static,
 {
+    upgrade_with(request, state, Upgrade::from_config(state), make_handler)
+}
+
+/// [`upgrade`] set up as `options` say.
+pub fn upgrade_with<H, F>(
+    request: Request,
+    state: &AppState,
+    options: Upgrade,
+    make_handler: F,
+) -> Result<Response, ApiError>
+where
+    H: MessageHandler,
+    F: FnOnce(ConnectionContext) -> H + Send + 'static,
+{
     let (mut parts, _body) = request.into_parts();
     let accepted = handshake::accept(
         &parts.method,
         parts.version,
         &parts.headers,
-        !state.config.no_deflate,
+        options.deflate,
     )?;
     let on_upgrade = parts
         .extensions
@@ -66,7 +102,7 @@ where
     // connection's own task, which holds only the connection's state.
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => start_connection(upgraded, state, deflate, make_handler),
+            Ok(upgraded) => start_connection(upgraded, state, options, deflate, make_handler),
             Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
         }
     });
@@ -87,6 +123,7 @@ where
 fn start_connection<H, F>(
     upgraded: hyper::upgrade::Upgraded,
     state: AppState,
+    options: Upgrade,
     deflate: Option<switchboard_ws::DeflateParams>,
     make_handler: F,
 ) where
@@ -104,6 +141,7 @@ fn start_connection<H, F>(
                 parts.read_buf,
                 Some(socket),
                 state,
+                options,
                 deflate,
                 make_handler,
             )
@@ -113,6 +151,7 @@ fn start_connection<H, F>(
             Bytes::new(),
             None,
             state,
+            options,
             deflate,
             make_handler,
         ),
@@ -124,6 +163,7 @@ fn spawn_connection<S, H, F>(
     leftover: Bytes,
     lent_socket: Option<LentSocket>,
     state: AppState,
+    options: Upgrade,
     deflate: Option<switchboard_ws::DeflateParams>,
     make_handler: F,
 ) where
@@ -131,7 +171,9 @@ fn spawn_connection<S, H, F>(
     H: MessageHandler,
     F: FnOnce(ConnectionContext) -> H,
 {
-    let outbox = Arc::new(Outbox::new(state.ws.max_queued_bytes));
+    let outbox = options
+        .outbox
+        .unwrap_or_else(|| Arc::new(Outbox::new(options.settings.max_queued_bytes)));
     let registration = state.connections.register(outbox.clone());
     let encoder = FrameEncoder::new(deflate, state.ws.deflate_min_size, state.ws.deflate_level);
     let handler = make_handler(ConnectionContext {
@@ -147,7 +189,7 @@ fn spawn_connection<S, H, F>(
     let connection = Connection::new(
         io,
         leftover,
-        state.ws.clone(),
+        options.settings,
         encoder,
         outbox,
         handler,

@@ -1,0 +1,332 @@
+//! What a client's session does in channels, whatever protocol it speaks:
+//! its subscriptions (with presence and replay), publishing with a durable
+//! ack, and history reads. The native protocol (`/ws`) and Socket.IO
+//! (`/socket.io/`) parse their own requests and call this; replies go out
+//! in the subscriber's wire format ([`Wire::encode_reply`]).
+//!
+//! [`Wire::encode_reply`]: switchboard_core::wire::Wire::encode_reply
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use switchboard_core::history::HistoryQuery;
+use switchboard_core::hub::{SubscribeError, SubscriberHandle};
+use switchboard_core::idempotency::IdempotencyKey;
+use switchboard_core::node::{AckTarget, Greeting, PublishError};
+use switchboard_core::{ChannelName, Node};
+use switchboard_proto::native::{ErrorCode, RequestError, RequestId, ServerMessage};
+
+use crate::transport::work_budget::WorkBudget;
+
+/// Default and largest `limit` of a history request.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+/// What one session may make the server do.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub publish: RateLimit,
+    /// Channels subscribed at once.
+    pub max_subscriptions: usize,
+    /// History reads and subscriptions (with their replay) in flight.
+    pub work: WorkBudget,
+}
+
+/// How handling a request went wrong.
+#[derive(Debug)]
+pub enum Failure {
+    /// Answered with an `error`; the session stays.
+    Request(RequestError),
+    /// The session is closed: it went over the publish rate.
+    RateExceeded,
+}
+
+/// One client's subscriptions and requests.
+pub struct ChannelSession {
+    node: Arc<Node>,
+    me: SubscriberHandle,
+    /// A few channels at most (`--max-subscriptions`): a vector costs an
+    /// idle connection less than a hash set, and a scan of it is as quick.
+    subscriptions: Vec<ChannelName>,
+    limits: SessionLimits,
+}
+
+impl ChannelSession {
+    pub fn new(node: Arc<Node>, me: SubscriberHandle, limits: SessionLimits) -> Self {
+        ChannelSession {
+            node,
+            me,
+            subscriptions: Vec::new(),
+            limits,
+        }
+    }
+
+    /// The session as the hub reaches it.
+    pub fn me(&self) -> &SubscriberHandle {
+        &self.me
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
+        self.subscriptions.contains(channel)
+    }
+
+    /// Ready when another request that starts work may be taken.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.limits.work.poll_ready(cx)
+    }
+
+    /// Joins `channel`: the reply (with presence) first, then with `since`
+    /// every stored message after it, then live ones.
+    pub fn subscribe(
+        &mut self,
+        channel: ChannelName,
+        since: Option<u64>,
+        epoch: Option<String>,
+        id: Option<RequestId>,
+    ) -> Result<(), Failure> {
+        if self.subscriptions.len() >= self.limits.max_subscriptions
+            && !self.subscriptions.contains(&channel)
+        {
+            let reason = format!(
+                "a connection may subscribe to at most {} channels",
+                self.limits.max_subscriptions
+            );
+            return Err(request_error(ErrorCode::TooManySubscriptions, reason, id));
+        }
+        let presence = self.node.join(&self.me, &channel).map_err(|e| match e {
+            SubscribeError::AlreadySubscribed => {
+                request_error(ErrorCode::AlreadySubscribed, e.to_string(), id.clone())
+            }
+        })?;
+        self.subscriptions.push(channel.clone());
+        let node = self.node.clone();
+        let me = self.me.clone();
+        let permit = self.limits.work.start();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = node
+                .catch_up(
+                    me.clone(),
+                    channel.clone(),
+                    since,
+                    Greeting::Subscribed {
+                        id: id.clone(),
+                        epoch,
+                        presence,
+                    },
+                )
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(conn = me.id, %channel, "subscribe failed: {e}");
+                send_error(&me, ErrorCode::Internal, &e.to_string(), id.as_ref());
+            }
+        });
+        Ok(())
+    }
+
+    /// Leaves `channel`; the caller sends the reply.
+    pub fn unsubscribe(
+        &mut self,
+        channel: &ChannelName,
+        id: &Option<RequestId>,
+    ) -> Result<(), Failure> {
+        let Some(at) = self.subscriptions.iter().position(|c| c == channel) else {
+            return Err(request_error(
+                ErrorCode::NotSubscribed,
+                "not subscribed to this channel",
+                id.clone(),
+            ));
+        };
+        self.subscriptions.swap_remove(at);
+        self.node.unsubscribe(channel, self.me.id);
+        Ok(())
+    }
+
+    /// Queues a message for storage; its ack (or error) follows once stored.
+    pub fn publish(
+        &mut self,
+        channel: ChannelName,
+        msg: String,
+        idempotency_key: Option<IdempotencyKey>,
+        id: Option<RequestId>,
+    ) -> Result<(), Failure> {
+        if !self.limits.publish.try_take() {
+            return Err(Failure::RateExceeded);
+        }
+        let ack = AckTarget::Connection {
+            subscriber: self.me.clone(),
+            id: id.clone(),
+        };
+        self.node
+            .publish(channel, self.me.username.clone(), msg, idempotency_key, ack)
+            .map_err(|e| {
+                let code = match e {
+                    PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+                    PublishError::Overloaded => ErrorCode::Overloaded,
+                    PublishError::Storage(_) => ErrorCode::Internal,
+                };
+                request_error(code, e.to_string(), id)
+            })
+    }
+
+    /// Reads a page of history and queues it as the reply.
+    pub fn spawn_history(
+        &self,
+        channel: ChannelName,
+        query: HistoryQuery,
+        limit: usize,
+        id: Option<RequestId>,
+    ) {
+        let node = self.node.clone();
+        let me = self.me.clone();
+        let permit = self.limits.work.start();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match node.history(&channel, query, limit).await {
+                Ok(page) => {
+                    let reply = me
+                        .wire
+                        .encode_reply(id.as_ref(), |id| ServerMessage::History {
+                            id,
+                            channel: channel.as_str(),
+                            epoch: &page.epoch,
+                            messages: &page.messages,
+                        });
+                    if let Some(reply) = reply {
+                        let _ = me.outbox.push_when_room(reply).await;
+                    }
+                }
+                Err(e) => send_error(&me, ErrorCode::Internal, &e.to_string(), id.as_ref()),
+            }
+        });
+    }
+
+    /// Answers a `join` for a channel already joined: the same reply as the
+    /// first, with the channel's position now, and nothing replayed.
+    pub fn spawn_rejoin_reply(&self, channel: ChannelName, id: Option<RequestId>) {
+        let node = self.node.clone();
+        let me = self.me.clone();
+        let permit = self.limits.work.start();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match node.position(&channel).await {
+                Ok(position) => {
+                    let presence = node.presence(&channel);
+                    let reply = me
+                        .wire
+                        .encode_reply(id.as_ref(), |id| ServerMessage::Subscribed {
+                            channel: channel.as_str(),
+                            epoch: &position.epoch,
+                            offset: position.offset,
+                            presence: &presence,
+                            id,
+                        });
+                    if let Some(reply) = reply {
+                        let _ = me.outbox.push_when_room(reply).await;
+                    }
+                }
+                Err(e) => send_error(&me, ErrorCode::Internal, &e.to_string(), id.as_ref()),
+            }
+        });
+    }
+}
+
+impl Drop for ChannelSession {
+    fn drop(&mut self) {
+        for channel in self.subscriptions.drain(..) {
+            self.node.unsubscribe(&channel, self.me.id);
+        }
+    }
+}
+
+pub fn request_error(code: ErrorCode, reason: impl Into<String>, id: Option<RequestId>) -> Failure {
+    Failure::Request(RequestError {
+        code,
+        reason: reason.into(),
+        id,
+    })
+}
+
+pub fn parse_channel(name: &str, id: &Option<RequestId>) -> Result<ChannelName, Failure> {
+    ChannelName::parse(name)
+        .map_err(|e| request_error(ErrorCode::InvalidChannel, e.to_string(), id.clone()))
+}
+
+/// A history `limit`: default 100, 1..=1000.
+pub fn history_limit(limit: Option<usize>) -> Result<usize, String> {
+    match limit {
+        None => Ok(DEFAULT_HISTORY_LIMIT),
+        Some(l) if (1..=MAX_HISTORY_LIMIT).contains(&l) => Ok(l),
+        Some(l) => Err(format!("limit {l} is outside 1..={MAX_HISTORY_LIMIT}")),
+    }
+}
+
+/// Queues an error reply (or, for a Socket.IO event without an ack, an
+/// `error` event).
+pub fn send_error(me: &SubscriberHandle, code: ErrorCode, reason: &str, id: Option<&RequestId>) {
+    if let Some(frame) = me
+        .wire
+        .encode_reply(id, |id| ServerMessage::Error { code, reason, id })
+    {
+        let _ = me.outbox.try_push(frame);
+    }
+}
+
+/// A token bucket: `rate` per second on average, `burst` at once.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        RateLimit {
+            rate,
+            burst: burst.max(1.0),
+            tokens: burst.max(1.0),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_the_burst_then_refuses() {
+        let mut limit = RateLimit::new(0.001, 3.0);
+        assert!(limit.try_take() && limit.try_take() && limit.try_take());
+        assert!(!limit.try_take());
+    }
+
+    #[test]
+    fn history_limit_defaults_and_bounds() {
+        assert_eq!(history_limit(None), Ok(100));
+        assert_eq!(history_limit(Some(1000)), Ok(1000));
+        assert!(history_limit(Some(0)).is_err());
+        assert!(history_limit(Some(1001)).is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! The channels over Socket.IO: the event contract of `docs/protocol.md`
+//! on the main namespace, mirroring the native protocol.
+//!
+//! Client events: `join {channel, since?}`, `leave {channel}`,
+//! `publish {channel, msg, idempotency_key?}`, `history {channel, since?,
+//! limit?}` and `presence {channel}`, each answered through its
+//! acknowledgement. Server events: `message`, `join`, `leave` and `error`
+//! (a failed request that asked for no acknowledgement).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use switchboard_core::history::HistoryQuery;
+use switchboard_core::hub::SubscriberHandle;
+use switchboard_core::idempotency::IdempotencyKey;
+use switchboard_core::wire::{SocketIoEvents, Wire};
+use switchboard_core::{ChannelName, Node, Username};
+use switchboard_proto::native::{ErrorCode, RequestId, ServerMessage};
+
+use super::namespaces::{Event, Namespaces};
+use super::session::{Fatal, Session};
+use crate::transport::channel_session::{
+    ChannelSession, Failure, SessionLimits, history_limit, parse_channel, request_error, send_error,
+};
+
+/// Who the handshake says the client is, from the query string; version 4
+/// clients may say it in `auth` instead.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Handshake {
+    pub user: Option<String>,
+    pub channel: Option<String>,
+}
+
+/// The main namespace of one session.
+pub struct ChatNamespaces {
+    node: Arc<Node>,
+    query: Handshake,
+    limits: SessionLimits,
+    /// Set while `/` is connected.
+    channels: Option<ChannelSession>,
+    /// The channel named at connect, joined once connected.
+    default_channel: Option<ChannelName>,
+}
+
+impl ChatNamespaces {
+    pub fn new(node: Arc<Node>, query: Handshake, limits: SessionLimits) -> Self {
+        ChatNamespaces {
+            node,
+            query,
+            limits,
+            channels: None,
+            default_channel: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct JoinArgs {
+    channel: String,
+    since: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ChannelArgs {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct PublishArgs {
+    channel: String,
+    msg: String,
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HistoryArgs {
+    channel: String,
+    since: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// The event's first argument as `T`.
+fn args<T: DeserializeOwned>(event: &Event<'_>, id: &Option<RequestId>) -> Result<T, Failure> {
+    let first = event.args.first().map_or("null", |a| a.get());
+    serde_json::from_str(first).map_err(|e| {
+        request_error(
+            ErrorCode::BadRequest,
+            format!("{}: {e}", event.name),
+            id.clone(),
+        )
+    })
+}
+
+impl Namespaces for ChatNamespaces {
+    fn connect(
+        &mut self,
+        namespace: &str,
+        auth: Option<&RawValue>,
+        session: &Session,
+    ) -> Result<(), String> {
+        if namespace != "/" {
+            return Err(format!(
+                "namespace {namespace} does not exist: switchboard serves its channels on /"
+            ));
+        }
+        let auth: Handshake = auth
+            .and_then(|a| serde_json::from_str(a.get()).ok())
+            .unwrap_or_default();
+        let username = match auth.user.or_else(|| self.query.user.clone()).as_deref() {
+            None | Some("") => Username::guest(),
+            Some(name) => Username::parse(name).map_err(|e| e.to_string())?,
+        };
+        self.default_channel = auth
+            .channel
+            .or_else(|| self.query.channel.clone())
+            .filter(|c| !c.is_empty())
+            .map(|c| ChannelName::parse(&c))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let me = SubscriberHandle {
+            id: session.id(),
+            username,
+            outbox: session.outbox.clone(),
+            wire: Wire::SocketIo(SocketIoEvents {
+                recovery_offsets: false,
+            }),
+            in_presence: true,
+        };
+        self.channels = Some(ChannelSession::new(
+            self.node.clone(),
+            me,
+            self.limits.clone(),
+        ));
+        Ok(())
+    }
+
+    fn connected(&mut self, _namespace: &str, _session: &Session) {
+        if let (Some(channels), Some(channel)) = (&mut self.channels, self.default_channel.clone())
+        {
+            // A new session cannot already be subscribed: this cannot fail.
+            let _ = channels.subscribe(channel, None, None, None);
+        }
+    }
+
+    fn disconnect(&mut self, _namespace: &str) {
+        self.channels = None;
+    }
+
+    fn event(&mut self, event: Event<'_>, _session: &Session) -> Result<(), Fatal> {
+        let Some(channels) = self.channels.as_mut() else {
+            return Ok(());
+        };
+        let id = event.ack.map(RequestId::from);
+        let outcome = if event.attachments.is_empty() {
+            handle(channels, &event, id.clone())
+        } else {
+            Err(request_error(
+                ErrorCode::BadRequest,
+                "binary attachments are not supported: send JSON",
+                id.clone(),
+            ))
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Failure::Request(error)) => {
+                send_error(channels.me(), error.code, &error.reason, error.id.as_ref());
+                Ok(())
+            }
+            Err(Failure::RateExceeded) => Err(Fatal("publish rate limit exceeded".into())),
+        }
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.channels {
+            Some(channels) => channels.poll_ready(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+/// One event of the contract.
+fn handle(
+    channels: &mut ChannelSession,
+    event: &Event<'_>,
+    id: Option<RequestId>,
+) -> Result<(), Failure> {
+    match event.name.as_str() {
+        "join" => {
+            let JoinArgs { channel, since } = args(event, &id)?;
+            let channel = parse_channel(&channel, &id)?;
+            if channels.is_subscribed(&channel) {
+                channels.spawn_rejoin_reply(channel, id);
+                return Ok(());
+            }
+            channels.subscribe(channel, since, None, id)
+        }
+        "leave" => {
+            let ChannelArgs { channel } = args(event, &id)?;
+            let channel = parse_channel(&channel, &id)?;
+            channels.unsubscribe(&channel, &id)?;
+            reply(channels.me(), id.as_ref(), |id| {
+                ServerMessage::Unsubscribed {
+                    channel: channel.as_str(),
+                    id,
+                }
+            });
+            Ok(())
+        }
+        "publish" => {
+            let PublishArgs {
+                channel,
+                msg,
+                idempotency_key,
+            } = args(event, &id)?;
+            let channel = parse_channel(&channel, &id)?;
+            let key = idempotency_key
+                .map(|key| IdempotencyKey::parse(&key))
+                .transpose()
+                .map_err(|e| {
+                    request_error(ErrorCode::InvalidIdempotencyKey, e.to_string(), id.clone())
+                })?;
+            channels.publish(channel, msg, key, id)
+        }
+        "history" => {
+            let HistoryArgs {
+                channel,
+                since,
+                limit,
+            } = args(event, &id)?;
+            let channel = parse_channel(&channel, &id)?;
+            let limit = history_limit(limit.map(|l| l as usize))
+                .map_err(|reason| request_error(ErrorCode::InvalidLimit, reason, id.clone()))?;
+            let query = since.map_or(HistoryQuery::Latest, HistoryQuery::Since);
+            channels.spawn_history(channel, query, limit, id);
+            Ok(())
+        }
+        "presence" => {
+            let ChannelArgs { channel } = args(event, &id)?;
+            let channel = parse_channel(&channel, &id)?;
+            let users = channels.node().presence(&channel);
+            reply(channels.me(), id.as_ref(), |id| ServerMessage::Presence {
+                id,
+                channel: channel.as_str(),
+                users: &users,
+            });
+            Ok(())
+        }
+        other => Err(request_error(
+            ErrorCode::UnknownType,
+            format!("unknown event {other:?}; expected join, leave, publish, history or presence"),
+            id,
+        )),
+    }
+}
+
+fn reply<'a>(
+    me: &SubscriberHandle,
+    id: Option<&'a RequestId>,
+    message: impl FnOnce(Option<&'a RequestId>) -> ServerMessage<'a>,
+) {
+    if let Some(frame) = me.wire.encode_reply(id, message) {
+        let _ = me.outbox.try_push(frame);
+    }
+}

@@ -1,0 +1,443 @@
+//! Socket.IO on `/socket.io/`: Engine.IO 3 and 4 (long-polling, WebSocket,
+//! and the upgrade from one to the other) and the Socket.IO layer above
+//! them, serving the channels with the event contract of
+//! `docs/protocol.md`.
+//!
+//! - [`session`]: an Engine.IO session, whichever transport carries it;
+//! - [`polling`]: the GET and POST of long-polling;
+//! - [`websocket`]: a session over a WebSocket, and the upgrade;
+//! - [`namespaces`]: the Socket.IO packets: namespaces, events,
+//!   attachments, acknowledgements;
+//! - [`chat`]: the channels' events on the main namespace;
+//! - [`conformance`]: the official test suites' reference servers
+//!   (`--socketio-conformance`).
+
+pub mod chat;
+pub mod conformance;
+pub mod namespaces;
+pub mod polling;
+pub mod session;
+pub mod websocket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use switchboard_core::outbox::Outbox;
+use switchboard_proto::engineio::Version;
+use switchboard_ws::{CloseCode, CloseFrame};
+
+use crate::app::{AppState, WsSettings};
+use crate::transport::channel_session::{RateLimit, SessionLimits};
+use crate::transport::websocket::{Upgrade, upgrade_with};
+use crate::transport::work_budget::WorkBudget;
+
+use chat::{ChatNamespaces, Handshake};
+use conformance::{EngineEcho, ReferenceNamespaces};
+use namespaces::SocketLayer;
+use polling::PollAnswer;
+use session::{EngineApp, Session, SessionSettings, Sessions, Transport};
+
+/// The Node server's default: how long a client has to connect a namespace.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// What an Engine.IO endpoint runs on its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/socket.io/`: the channels.
+    Channels,
+    /// Conformance mode's `/engine.io/`: Engine.IO echo.
+    EngineEcho,
+    /// Conformance mode's `/socket.io/`: the Socket.IO suite's server.
+    Reference,
+}
+
+/// Everything the Socket.IO endpoints share.
+pub struct SocketIo {
+    sessions: Arc<Sessions>,
+    channels: Arc<SessionSettings>,
+    conformance: Arc<SessionSettings>,
+    /// The official browser client (`--socketio-client`), served at
+    /// `/socket.io/socket.io.js`.
+    client_js: Option<Bytes>,
+    origins: AllowedOrigins,
+}
+
+/// Origins whose pages may reach the endpoint, besides the server's own.
+#[derive(Debug, Clone)]
+pub enum AllowedOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// `--allowed-origins`: exact origins, or `*` for any.
+    pub fn from_config(origins: &[String]) -> Self {
+        if origins.iter().any(|o| o == "*") {
+            AllowedOrigins::Any
+        } else {
+            AllowedOrigins::List(
+                origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_owned())
+                    .collect(),
+            )
+        }
+    }
+
+    /// Whether a request with these headers may be served: no `Origin`
+    /// (not a browser), the server's own origin, or one allowed.
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            return true;
+        };
+        match self {
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => {
+                is_same_origin(origin, headers) || list.iter().any(|o| o == origin)
+            }
+        }
+    }
+}
+
+/// Whether `origin` names the host the request was sent to.
+fn is_same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+impl SocketIo {
+    /// Reads the browser client's file, if one is named.
+    pub fn new(state: &AppState) -> std::io::Result<SocketIo> {
+        let config = &state.config;
+        let client_js = match &config.socketio_client {
+            Some(path) => Some(Bytes::from(std::fs::read(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("--socketio-client {}: {e}", path.display()),
+                )
+            })?)),
+            None => None,
+        };
+        let channels = SessionSettings {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            max_payload: config.max_message_size,
+            connect_timeout: CONNECT_TIMEOUT,
+            max_queued_bytes: config.max_queued_bytes,
+        };
+        // The timings the suites expect of their reference servers.
+        let conformance = SessionSettings {
+            ping_interval: Duration::from_millis(300),
+            ping_timeout: Duration::from_millis(200),
+            max_payload: 1_000_000,
+            connect_timeout: Duration::from_millis(1000),
+            max_queued_bytes: config.max_queued_bytes,
+        };
+        Ok(SocketIo {
+            sessions: Arc::new(Sessions::default()),
+            channels: Arc::new(channels),
+            conformance: Arc::new(conformance),
+            client_js,
+            origins: AllowedOrigins::from_config(&config.allowed_origins),
+        })
+    }
+
+    /// Sessions open right now that polls can reach.
+    pub fn polling_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// `GET /socket.io/socket.io.js`.
+    pub fn client_js(&self) -> Response {
+        match &self.client_js {
+            Some(js) => (
+                [
+                    (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+                    (header::CACHE_CONTROL, "public, max-age=3600"),
+                ],
+                js.clone(),
+            )
+                .into_response(),
+            None => crate::error::ApiError::not_found(
+                "the Socket.IO browser client is not served: start the server with --socketio-client FILE",
+            )
+            .into_response(),
+        }
+    }
+
+    /// Any request to an Engine.IO endpoint.
+    pub async fn serve(&self, state: &AppState, endpoint: Endpoint, request: Request) -> Response {
+        let origin = request.headers().get(header::ORIGIN).cloned();
+        let origins = match endpoint {
+            Endpoint::Channels => self.origins.clone(),
+            // The suites' servers allow any origin.
+            _ => AllowedOrigins::Any,
+        };
+        if !origins.allows(request.headers()) {
+            return engine_error(StatusCode::FORBIDDEN, 4, "Forbidden", None);
+        }
+        let cors = origin.filter(|_| request.headers().contains_key(header::ORIGIN));
+        let mut response = if request.method() == Method::OPTIONS {
+            preflight(request.headers())
+        } else {
+            self.route(state, endpoint, request).await
+        };
+        if let Some(origin) = cors {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        response
+    }
+
+    async fn route(&self, state: &AppState, endpoint: Endpoint, request: Request) -> Response {
+        let query = Query::parse(request.uri().query().unwrap_or(""));
+        let Some(version) = query.eio.as_deref().and_then(Version::parse) else {
+            return engine_error(
+                StatusCode::BAD_REQUEST,
+                5,
+                "Unsupported protocol version",
+                None,
+            );
+        };
+        let websocket = match query.transport.as_deref() {
+            Some("polling") => false,
+            Some("websocket") => true,
+            _ => return engine_error(StatusCode::BAD_REQUEST, 0, "Transport unknown", None),
+        };
+        if query.jsonp {
+            return engine_error(
+                StatusCode::BAD_REQUEST,
+                3,
+                "Bad request",
+                Some("JSONP is off"),
+            );
+        }
+        let Some(sid) = query.sid.as_deref() else {
+            return self
+                .open(state, endpoint, version, websocket, &query, request)
+                .await;
+        };
+        let Some(session) = self.sessions.get(sid).filter(|s| !s.expire_if_overdue()) else {
+            return engine_error(StatusCode::BAD_REQUEST, 1, "Session ID unknown", None);
+        };
+        if session.version != version {
+            return engine_error(
+                StatusCode::BAD_REQUEST,
+                3,
+                "Bad request",
+                Some("EIO differs from the session's"),
+            );
+        }
+        if websocket {
+            if !session.can_upgrade() {
+                // As the reference server: the WebSocket opens, then closes.
+                let closed = Arc::new(Outbox::new(0));
+                closed.close(CloseFrame::new(
+                    CloseCode::POLICY_VIOLATION,
+                    "the session is upgraded already",
+                ));
+                let options = self.websocket_options(state, &session.settings, Some(closed));
+                return upgrade_with(request, state, options, |_| websocket::Refused)
+                    .into_response();
+            }
+            let options = self.websocket_options(state, &session.settings, None);
+            let upgrading = session.clone();
+            return upgrade_with(request, state, options, move |_| {
+                websocket::EngineSocket::upgrading(upgrading)
+            })
+            .into_response();
+        }
+        let answer = match *request.method() {
+            Method::GET => polling::poll(session).await,
+            Method::POST => polling::post(session, request.into_body()).await,
+            _ => PollAnswer::BadRequest,
+        };
+        polling_response(answer)
+    }
+
+    /// A request without `sid`: a new session.
+    async fn open(
+        &self,
+        state: &AppState,
+        endpoint: Endpoint,
+        version: Version,
+        websocket: bool,
+        query: &Query,
+        request: Request,
+    ) -> Response {
+        if !websocket && request.method() != Method::GET {
+            return engine_error(StatusCode::BAD_REQUEST, 2, "Bad handshake method", None);
+        }
+        let settings = match endpoint {
+            Endpoint::Channels => self.channels.clone(),
+            _ => self.conformance.clone(),
+        };
+        let app: Box<dyn EngineApp> = match endpoint {
+            Endpoint::EngineEcho => Box::new(EngineEcho),
+            Endpoint::Reference => {
+                Box::new(SocketLayer::new(ReferenceNamespaces::default(), version))
+            }
+            Endpoint::Channels => {
+                let config = &state.config;
+                let limits = SessionLimits {
+                    publish: RateLimit::new(config.publish_rate, config.publish_burst),
+                    max_subscriptions: config.max_subscriptions,
+                    work: WorkBudget::new(config.max_requests_in_flight),
+                };
+                let handshake = Handshake {
+                    user: query.user.clone(),
+                    channel: query.channel.clone(),
+                };
+                Box::new(SocketLayer::new(
+                    ChatNamespaces::new(state.node.clone(), handshake, limits),
+                    version,
+                ))
+            }
+        };
+        let transport = if websocket {
+            Transport::WebSocket
+        } else {
+            Transport::Polling
+        };
+        if websocket {
+            // Refused before a session exists when it is no upgrade.
+            if let Err(e) = switchboard_ws::handshake::accept(
+                request.method(),
+                request.version(),
+                request.headers(),
+                false,
+            ) {
+                return crate::error::ApiError::from(e).into_response();
+            }
+        }
+        let session = Session::open(
+            &self.sessions,
+            &state.connections,
+            version,
+            transport,
+            settings.clone(),
+            app,
+        );
+        if !websocket {
+            // The open packet is queued: the poll returns at once.
+            return polling_response(polling::poll(session).await);
+        }
+        let options = self.websocket_options(state, &settings, Some(session.outbox.clone()));
+        let carried = session.clone();
+        match upgrade_with(request, state, options, move |_| {
+            websocket::EngineSocket::carrying(carried)
+        }) {
+            Ok(response) => response,
+            Err(e) => {
+                session.close(session::ClosedBy::Server);
+                e.into_response()
+            }
+        }
+    }
+
+    fn websocket_options(
+        &self,
+        state: &AppState,
+        settings: &SessionSettings,
+        outbox: Option<Arc<Outbox>>,
+    ) -> Upgrade {
+        Upgrade {
+            // As the Node server: Socket.IO frames are small, and shared
+            // frames are sent as they are.
+            deflate: false,
+            settings: Arc::new(WsSettings {
+                max_message_size: settings.max_payload,
+                ping_interval: settings.ping_interval,
+                ping_timeout: settings.ping_timeout,
+                ..(*state.ws).clone()
+            }),
+            outbox,
+        }
+    }
+}
+
+fn polling_response(answer: PollAnswer) -> Response {
+    match answer {
+        PollAnswer::Payload(body) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
+        }
+        PollAnswer::BadRequest => engine_error(StatusCode::BAD_REQUEST, 3, "Bad request", None),
+        PollAnswer::TooLarge => engine_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            3,
+            "Bad request",
+            Some("the payload is larger than maxPayload"),
+        ),
+    }
+}
+
+/// The protocol's error answer: `{"code":N,"message":"…"}`, with a
+/// `context` naming the reason when there is more to say.
+fn engine_error(status: StatusCode, code: u8, message: &str, context: Option<&str>) -> Response {
+    let mut body = serde_json::json!({ "code": code, "message": message });
+    if let Some(context) = context {
+        body["context"] = serde_json::Value::from(context);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+/// The answer to a CORS preflight.
+fn preflight(headers: &HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let out = response.headers_mut();
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+/// The query parameters an Engine.IO request may carry.
+#[derive(Debug, Default)]
+struct Query {
+    eio: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+    /// `j`: a JSONP poll, which is off.
+    jsonp: bool,
+    user: Option<String>,
+    channel: Option<String>,
+}
+
+impl Query {
+    fn parse(query: &str) -> Query {
+        let mut parsed = Query::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let value = Some(value.into_owned());
+            match &*key {
+                "EIO" => parsed.eio = value,
+                "transport" => parsed.transport = value,
+                "sid" => parsed.sid = value,
+                "j" => parsed.jsonp = true,
+                "user" => parsed.user = value,
+                "channel" => parsed.channel = value,
+                _ => {}
+            }
+        }
+        parsed
+    }
+}

@@ -1,0 +1,596 @@
+//! Engine.IO sessions: one per client, carried by HTTP long-polling, by a
+//! WebSocket, or by polling and then a WebSocket after an upgrade.
+//!
+//! A session's outgoing packets wait in its outbox, the same bounded queue
+//! every connection has, as plain WebSocket frames: a WebSocket writes them
+//! as they are, a poll takes them back out of their frames. The channel
+//! layer above (the application, [`EngineApp`]) sees packets only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_core::hub::{ConnectionId, push_or_close};
+use switchboard_core::outbox::Outbox;
+use switchboard_proto::engineio::{self, PacketType, Version};
+use switchboard_ws::frame::{self, OpCode};
+use switchboard_ws::{CloseCode, CloseFrame};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::connections::{Connections, Registration};
+
+/// The timings and limits of one endpoint's sessions.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest POSTed payload, announced as `maxPayload`.
+    pub max_payload: usize,
+    /// How long a client has to connect a namespace.
+    pub connect_timeout: Duration,
+    pub max_queued_bytes: usize,
+}
+
+/// What runs on top of a session: the Socket.IO layer, or the echo of the
+/// Engine.IO conformance endpoint.
+pub trait EngineApp: Send + 'static {
+    /// The open packet is queued.
+    fn on_open(&mut self, _session: &Session) {}
+
+    /// A message packet from the client. An `Err` closes the session.
+    fn on_message(&mut self, message: AppMessage, session: &Session) -> Result<(), Fatal>;
+
+    /// Ready when the app takes another message (its work in flight is
+    /// under budget); otherwise wakes `cx` once it is.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+
+    /// Whether the client did what it must within the connect timeout
+    /// (Socket.IO: connect a namespace).
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+/// A message packet's content.
+#[derive(Debug)]
+pub enum AppMessage {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// Why a session is closed: malformed or unexpected input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+impl From<engineio::DecodeError> for Fatal {
+    fn from(e: engineio::DecodeError) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+/// Which transport carries the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Polling,
+    /// A WebSocket answered the probe; polls get `noop` until it sends
+    /// `upgrade`, or until it fails and polling goes on.
+    Upgrading,
+    WebSocket,
+}
+
+/// Who ended a session, which decides what a waiting poll is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// The client sent `close`: a waiting poll gets `noop`.
+    Client,
+    /// The server (a timeout, bad input, shutdown): a waiting poll gets `close`.
+    Server,
+}
+
+#[derive(Debug)]
+struct State {
+    transport: Transport,
+    /// A poll (GET) is waiting for packets.
+    polling: bool,
+    /// A POST is being handled.
+    posting: bool,
+    /// Polling, version 4: a ping was sent and no pong has come back by
+    /// this deadline.
+    awaiting_pong: Option<Instant>,
+    /// Polling, version 3: the client pinged since the last check.
+    pinged: bool,
+    closed: Option<ClosedBy>,
+    /// Closed by the client with no poll waiting: the next poll still gets
+    /// its `noop` (the client may have sent its poll before its `close`).
+    farewell_pending: bool,
+}
+
+/// How long a session closed by its client stays known for the poll that
+/// may be on its way.
+const FAREWELL_GRACE: Duration = Duration::from_secs(10);
+
+/// One Engine.IO session.
+pub struct Session {
+    pub sid: Arc<str>,
+    pub version: Version,
+    pub outbox: Arc<Outbox>,
+    pub settings: Arc<SessionSettings>,
+    state: Mutex<State>,
+    /// Taken out (and dropped, which leaves every channel) on close.
+    app: Mutex<Option<Box<dyn EngineApp>>>,
+    /// Wakes a waiting poll when an upgrade starts.
+    poll_wake: Notify,
+    /// Wakes the heartbeat when a pong arrives.
+    pong: Notify,
+    opened: Instant,
+    registration: Registration,
+    sessions: Arc<Sessions>,
+}
+
+/// The sessions a poll or an upgrade may name by `sid`.
+#[derive(Default)]
+pub struct Sessions {
+    by_sid: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+}
+
+impl Sessions {
+    pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
+        self.by_sid.lock().get(sid).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_sid.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A random session or socket id: 15 bytes as 20 URL-safe characters.
+pub fn random_id() -> Arc<str> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 15];
+    getrandom::fill(&mut bytes).expect("the system's random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(bytes)
+        .into()
+}
+
+impl Session {
+    /// Opens a session carried by `transport` (polling or a WebSocket):
+    /// queues the open packet, starts `app`, and for polling the
+    /// heartbeat. Only polling sessions can be found by `sid`.
+    pub fn open(
+        sessions: &Arc<Sessions>,
+        connections: &Arc<Connections>,
+        version: Version,
+        transport: Transport,
+        settings: Arc<SessionSettings>,
+        app: Box<dyn EngineApp>,
+    ) -> Arc<Session> {
+        let outbox = Arc::new(Outbox::new(settings.max_queued_bytes));
+        let registration = connections.register(outbox.clone());
+        let session = Arc::new(Session {
+            sid: random_id(),
+            version,
+            outbox,
+            settings,
+            state: Mutex::new(State {
+                transport,
+                polling: false,
+                posting: false,
+                awaiting_pong: None,
+                pinged: false,
+                closed: None,
+                farewell_pending: false,
+            }),
+            app: Mutex::new(Some(app)),
+            poll_wake: Notify::new(),
+            pong: Notify::new(),
+            opened: Instant::now(),
+            registration,
+            sessions: sessions.clone(),
+        });
+        let upgrades: &[&str] = match transport {
+            Transport::Polling => &["websocket"],
+            _ => &[],
+        };
+        let handshake = engineio::Handshake {
+            sid: &session.sid,
+            upgrades,
+            ping_interval: session.settings.ping_interval.as_millis() as u64,
+            ping_timeout: session.settings.ping_timeout.as_millis() as u64,
+            max_payload: (version == Version::V4).then_some(session.settings.max_payload),
+        };
+        session.send_text(&handshake.packet());
+        if transport == Transport::Polling {
+            sessions
+                .by_sid
+                .lock()
+                .insert(session.sid.clone(), session.clone());
+            connections.tasks.spawn(heartbeat(session.clone()));
+        }
+        session.with_app(|app, session| {
+            app.on_open(session);
+            Ok(())
+        });
+        session
+    }
+
+    /// The connection number the hub knows this session by.
+    pub fn id(&self) -> ConnectionId {
+        self.registration.id
+    }
+
+    /// Queues a whole Engine.IO text packet (type digit included). A
+    /// session too far behind is closed as a slow consumer.
+    pub fn send_text(&self, packet: &str) {
+        push_or_close(
+            &self.outbox,
+            frame::encode(OpCode::Text, false, packet.as_bytes()),
+        );
+    }
+
+    /// Queues a message packet: `4` and `data`.
+    pub fn send_message(&self, data: &str) {
+        let mut packet = String::with_capacity(data.len() + 1);
+        packet.push(PacketType::Message.digit());
+        packet.push_str(data);
+        self.send_text(&packet);
+    }
+
+    /// Queues a binary message packet.
+    pub fn send_binary(&self, bytes: &[u8]) {
+        let payload = engineio::binary_frame_payload(self.version, bytes);
+        push_or_close(&self.outbox, frame::encode(OpCode::Binary, false, &payload));
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.state.lock().transport
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// Runs `f` on the app, unless the session is closed; an `Err` closes
+    /// it. Returns whether the session is still open.
+    pub fn with_app(
+        &self,
+        f: impl FnOnce(&mut dyn EngineApp, &Session) -> Result<(), Fatal>,
+    ) -> bool {
+        let mut app = self.app.lock();
+        let Some(running) = app.as_mut() else {
+            return false;
+        };
+        if let Err(fatal) = f(running.as_mut(), self) {
+            drop(app);
+            self.close_for(fatal);
+            return false;
+        }
+        if self.is_closed() {
+            // Closed meanwhile from elsewhere, while the app was busy here.
+            let finished = app.take();
+            drop(app);
+            drop(finished);
+            return false;
+        }
+        true
+    }
+
+    /// Ready when the app takes another message.
+    pub fn poll_app_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.app.lock().as_mut() {
+            Some(app) => app.poll_ready(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    /// Handles one packet from the client, whichever transport brought it
+    /// (the upgrade's own packets are the WebSocket's to handle).
+    pub fn on_packet(&self, packet: engineio::Packet) -> Result<(), Fatal> {
+        match packet {
+            engineio::Packet::Binary(bytes) => {
+                self.dispatch(AppMessage::Binary(bytes));
+            }
+            engineio::Packet::Text { kind, data } => match kind {
+                PacketType::Message => self.dispatch(AppMessage::Text(data)),
+                PacketType::Ping => {
+                    // Version 3 clients ping; the answer echoes the data.
+                    self.state.lock().pinged = true;
+                    self.send_text(&format!("{}{data}", PacketType::Pong.digit()));
+                }
+                PacketType::Pong => {
+                    self.state.lock().awaiting_pong = None;
+                    self.pong.notify_one();
+                }
+                PacketType::Close => self.close(ClosedBy::Client),
+                PacketType::Noop => {}
+                PacketType::Open | PacketType::Upgrade => {
+                    return Err(Fatal(format!("unexpected packet type {kind:?}")));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn dispatch(&self, message: AppMessage) {
+        self.with_app(|app, session| app.on_message(message, session));
+    }
+
+    /// Whether the client took too long to connect.
+    pub fn connect_overdue(&self) -> bool {
+        self.opened.elapsed() >= self.settings.connect_timeout
+            && self
+                .app
+                .lock()
+                .as_ref()
+                .is_some_and(|app| !app.is_connected())
+    }
+
+    /// Ends the session: forgets its sid, closes its transport and leaves
+    /// its channels. Only the first call does anything.
+    pub fn close(&self, by: ClosedBy) {
+        self.close_with(by, CloseFrame::new(CloseCode::NORMAL, "session closed"));
+    }
+
+    /// Closes the session for bad input; a WebSocket carrying it gets 1008
+    /// with the reason.
+    pub fn close_for(&self, fatal: Fatal) {
+        tracing::debug!(sid = %self.sid, "socket.io session closed: {fatal}");
+        self.close_with(
+            ClosedBy::Server,
+            CloseFrame::new(CloseCode::POLICY_VIOLATION, fatal.0),
+        );
+    }
+
+    fn close_with(&self, by: ClosedBy, frame: CloseFrame) {
+        let keep_for_farewell = {
+            let mut state = self.state.lock();
+            if state.closed.is_some() {
+                return;
+            }
+            state.closed = Some(by);
+            state.farewell_pending =
+                by == ClosedBy::Client && !state.polling && state.transport != Transport::WebSocket;
+            state.farewell_pending
+        };
+        if keep_for_farewell {
+            let sessions = self.sessions.clone();
+            let sid = self.sid.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(FAREWELL_GRACE).await;
+                sessions.by_sid.lock().remove(&sid);
+            });
+        } else {
+            self.sessions.by_sid.lock().remove(&self.sid);
+        }
+        self.outbox.close(frame);
+        self.poll_wake.notify_one();
+        // Busy (a message being handled) means the handler drops it.
+        if let Some(mut app) = self.app.try_lock() {
+            let finished = app.take();
+            drop(app);
+            drop(finished);
+        }
+    }
+
+    pub fn closed_by(&self) -> Option<ClosedBy> {
+        self.state.lock().closed
+    }
+
+    /// Closes the session if its pong is overdue, however late the
+    /// heartbeat's own timer fires. Returns whether it is closed.
+    pub fn expire_if_overdue(&self) -> bool {
+        let overdue = {
+            let state = self.state.lock();
+            if state.closed.is_some() {
+                return !state.farewell_pending;
+            }
+            state
+                .awaiting_pong
+                .is_some_and(|deadline| Instant::now() >= deadline)
+        };
+        if overdue {
+            tracing::debug!(sid = %self.sid, "socket.io session: ping timeout");
+            self.close(ClosedBy::Server);
+        }
+        overdue
+    }
+
+    /// A poll arrives: `Err` if another is waiting (both fail and the
+    /// session is closed, as the protocol says) or the session is not
+    /// polling.
+    pub fn start_poll(&self) -> Result<PollStart, PollRefused> {
+        let mut state = self.state.lock();
+        if state.closed.is_some() {
+            if !std::mem::take(&mut state.farewell_pending) {
+                return Err(PollRefused::NotPolling);
+            }
+            drop(state);
+            self.sessions.by_sid.lock().remove(&self.sid);
+            return Ok(PollStart::Noop);
+        }
+        match state.transport {
+            Transport::WebSocket => return Err(PollRefused::NotPolling),
+            Transport::Upgrading => return Ok(PollStart::Noop),
+            Transport::Polling => {}
+        }
+        if state.polling {
+            drop(state);
+            self.close(ClosedBy::Server);
+            return Err(PollRefused::Overlap);
+        }
+        state.polling = true;
+        Ok(PollStart::Wait)
+    }
+
+    pub fn end_poll(&self) {
+        self.state.lock().polling = false;
+    }
+
+    /// Resolves when an upgrade starts or the session closes.
+    pub async fn upgrade_started(&self) {
+        self.poll_wake.notified().await
+    }
+
+    /// A POST arrives: `Err` if another is being handled or the session is
+    /// not polling.
+    pub fn start_post(&self) -> Result<(), PollRefused> {
+        let mut state = self.state.lock();
+        if state.transport == Transport::WebSocket || state.closed.is_some() {
+            return Err(PollRefused::NotPolling);
+        }
+        if state.posting {
+            drop(state);
+            self.close(ClosedBy::Server);
+            return Err(PollRefused::Overlap);
+        }
+        state.posting = true;
+        Ok(())
+    }
+
+    pub fn end_post(&self) {
+        self.state.lock().posting = false;
+    }
+
+    /// A WebSocket asks to take the session over: only a polling session
+    /// not already being upgraded can be.
+    pub fn can_upgrade(&self) -> bool {
+        let state = self.state.lock();
+        state.transport == Transport::Polling && state.closed.is_none()
+    }
+
+    /// The probe was answered: a waiting poll gets `noop`, and so does any
+    /// poll until the upgrade ends.
+    pub fn begin_upgrade(&self) {
+        let mut state = self.state.lock();
+        if state.transport == Transport::Polling {
+            state.transport = Transport::Upgrading;
+            drop(state);
+            self.poll_wake.notify_one();
+        }
+    }
+
+    /// The WebSocket sent `upgrade`: it carries the session from now on.
+    /// Its sid stays known until it closes: a poll or another WebSocket
+    /// naming it is refused as the protocol says, not as unknown.
+    pub fn finish_upgrade(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.closed.is_some() || state.transport == Transport::WebSocket {
+            return false;
+        }
+        state.transport = Transport::WebSocket;
+        true
+    }
+
+    /// The probing WebSocket went away before `upgrade`: polling goes on.
+    pub fn cancel_upgrade(&self) {
+        let mut state = self.state.lock();
+        if state.transport == Transport::Upgrading {
+            state.transport = Transport::Polling;
+        }
+    }
+}
+
+/// How a poll starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStart {
+    /// It waits for packets.
+    Wait,
+    /// It is answered `noop` at once: an upgrade is under way, or the
+    /// client closed the session just before.
+    Noop,
+}
+
+/// Why a poll or a POST was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollRefused {
+    /// Another request of the same kind was under way.
+    Overlap,
+    /// The session moved to a WebSocket.
+    NotPolling,
+}
+
+/// Keeps a polling session alive, and ends it when the client goes quiet:
+/// version 4 pings every interval and expects a pong within the timeout;
+/// version 3 expects the client's ping within interval plus timeout. Ends
+/// once a WebSocket carries the session (its connection does the same).
+async fn heartbeat(session: Arc<Session>) {
+    let settings = session.settings.clone();
+    loop {
+        let wait = match session.version {
+            Version::V4 => settings.ping_interval,
+            Version::V3 => settings.ping_interval + settings.ping_timeout,
+        };
+        if !session.sleep_while_polling(wait).await {
+            return;
+        }
+        if session.connect_overdue() {
+            session.close(ClosedBy::Server);
+            return;
+        }
+        match session.version {
+            Version::V4 => {
+                let deadline = Instant::now() + settings.ping_timeout;
+                session.state.lock().awaiting_pong = Some(deadline);
+                session.send_text(&PacketType::Ping.digit().to_string());
+                // The next ping is an interval after the pong.
+                let pong = session.pong.notified();
+                tokio::select! {
+                    _ = pong => continue,
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+                if !session.still_polling() {
+                    return;
+                }
+                if session.state.lock().awaiting_pong.is_some() {
+                    tracing::debug!(sid = %session.sid, "socket.io session: ping timeout");
+                    session.close(ClosedBy::Server);
+                    return;
+                }
+            }
+            Version::V3 => {
+                if !std::mem::take(&mut session.state.lock().pinged) {
+                    tracing::debug!(sid = %session.sid, "socket.io session: ping timeout");
+                    session.close(ClosedBy::Server);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Sleeps for `duration`; false if meanwhile the session closed (from
+    /// here or from outside: shutdown, a slow consumer) or a WebSocket
+    /// took it over.
+    async fn sleep_while_polling(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = self.outbox.closing() => {
+                self.close(ClosedBy::Server);
+                return false;
+            }
+        }
+        self.still_polling()
+    }
+
+    fn still_polling(&self) -> bool {
+        let state = self.state.lock();
+        state.closed.is_none() && state.transport != Transport::WebSocket
+    }
+}
+
+/// The ping frame a WebSocket session sends (version 4).
+pub fn ping_frame() -> Bytes {
+    frame::encode(OpCode::Text, false, b"2")
+}
