@@ -382,8 +382,12 @@ describe('Socket.IO with the official clients', () => {
       const pyMessages = py.lines.filter((l) => l.message).map((l) => l.message);
       assert.ok(py.lines.some((l) => l.done) && !py.lines.some((l) => l.timeout), JSON.stringify(py.lines));
       assert.deepEqual(py.lines.find((l) => l.join).join.presence, ['jess', 'pyotr']);
-      // Each event has the message object as its one argument.
-      assert.ok(pyMessages.every((args) => args.length === 1), JSON.stringify(pyMessages[0]));
+      // python-socketio hands every argument to the handler: the message,
+      // then the recovery offset (see docs/protocol.md).
+      for (const [message, offset, ...rest] of pyMessages) {
+        assert.equal(offset, `${channel}:${message.offset}`);
+        assert.deepEqual(rest, []);
+      }
       assert.deepEqual(
         pyMessages.map(([m]) => `${m.offset}:${m.msg}`),
         fromJs.map((m) => `${m.offset}:${m.msg}`),
@@ -399,6 +403,144 @@ describe('Socket.IO with the official clients', () => {
     try {
       const [error] = await once(socket, 'connect_error');
       assert.match(error.message, /namespace \/admin does not exist/);
+    } finally {
+      socket.close();
+    }
+  });
+});
+
+describe('connection-state recovery with socket.io-client 4', () => {
+  let server;
+  before(async () => {
+    server = await Server.start();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  /** A client that reconnects at once; collects every message event's arguments. */
+  function recovering(user) {
+    const socket = io(server.url, {
+      transports: ['websocket'],
+      auth: { user },
+      forceNew: true,
+      reconnectionDelay: 50,
+      reconnectionDelayMax: 200,
+    });
+    const events = [];
+    socket.on('message', (...args) => events.push(args));
+    return { socket, events };
+  }
+
+  /** Drops the client's transport; resolves once it noticed. The client
+   *  reconnects on its own. */
+  async function drop(socket) {
+    const gone = once(socket, 'disconnect');
+    socket.io.engine.close();
+    await gone;
+  }
+
+  test('a dropped transport: recovered, every missed message once, in several channels', async () => {
+    const [a, b] = [uniqueChannel('rec-a'), uniqueChannel('rec-b')];
+    const { socket, events } = recovering('rosa');
+    try {
+      await once(socket, 'connect');
+      assert.equal(socket.recovered, false);
+      await request(socket, 'join', { channel: a });
+      await request(socket, 'join', { channel: b });
+      await publishOverHttp(server, a, 'api', 'a1');
+      await publishOverHttp(server, b, 'api', 'b1');
+      await until(() => events.length === 2, 'two messages');
+      // Each event ends with the session's position in both channels.
+      assert.equal(events[1].at(-1), `${a}:1,${b}:1`);
+
+      await drop(socket);
+      const back = once(socket, 'connect');
+      for (const msg of ['a2', 'a3']) await publishOverHttp(server, a, 'api', msg);
+      for (const msg of ['b2', 'b3']) await publishOverHttp(server, b, 'api', msg);
+      await back;
+      assert.equal(socket.recovered, true);
+      await until(() => events.length === 6, 'the four missed messages');
+      await publishOverHttp(server, a, 'api', 'a4');
+      await until(() => events.length === 7, 'a live message');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const seen = events.map(([m]) => `${m.channel === a ? 'a' : 'b'}:${m.msg}`);
+      assert.deepEqual(seen.slice(0, 2), ['a:a1', 'b:b1']);
+      assert.deepEqual(seen.slice(2, 6).filter((s) => s.startsWith('a')), ['a:a2', 'a:a3']);
+      assert.deepEqual(seen.slice(2, 6).filter((s) => s.startsWith('b')), ['b:b2', 'b:b3']);
+      assert.deepEqual(seen.slice(6), ['a:a4']);
+    } finally {
+      socket.close();
+    }
+  });
+
+  test('recovered from the first event on: a session that received nothing yet', async () => {
+    const channel = uniqueChannel('rec-first');
+    const { socket, events } = recovering('fred');
+    try {
+      await once(socket, 'connect');
+      await request(socket, 'join', { channel });
+      await drop(socket);
+      const back = once(socket, 'connect');
+      await publishOverHttp(server, channel, 'api', 'while away');
+      await back;
+      assert.equal(socket.recovered, true);
+      await until(() => events.length === 1, 'the missed message');
+      assert.equal(events[0][0].msg, 'while away');
+    } finally {
+      socket.close();
+    }
+  });
+
+  test('after a server restart: recovered, and nothing missed', async () => {
+    const channel = uniqueChannel('rec-restart');
+    const { socket, events } = recovering('rhea');
+    try {
+      await once(socket, 'connect');
+      await request(socket, 'join', { channel });
+      await publishOverHttp(server, channel, 'api', 'before');
+      await until(() => events.length === 1, 'the first message');
+      const gone = once(socket, 'disconnect');
+      await server.kill();
+      await gone;
+      const back = once(socket, 'connect');
+      await server.restart();
+      for (const msg of ['after 1', 'after 2']) await publishOverHttp(server, channel, 'api', msg);
+      await back;
+      assert.equal(socket.recovered, true);
+      await until(() => events.length === 3, 'the missed messages');
+      assert.deepEqual(events.map(([m]) => m.msg), ['before', 'after 1', 'after 2']);
+      assert.deepEqual(events.map(([m]) => m.offset), [1, 2, 3]);
+    } finally {
+      socket.close();
+    }
+  });
+});
+
+describe('--socketio-recovery off', () => {
+  let server;
+  before(async () => {
+    server = await Server.start(['--socketio-recovery', 'off']);
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('events carry the message alone and a reconnect is not recovered', async () => {
+    const channel = uniqueChannel('no-rec');
+    const socket = io(server.url, { transports: ['websocket'], auth: { user: 'nora', channel }, forceNew: true, reconnectionDelay: 50 });
+    const events = [];
+    socket.on('message', (...args) => events.push(args));
+    try {
+      await once(socket, 'connect');
+      await request(socket, 'join', { channel });
+      await publishOverHttp(server, channel, 'api', 'plain');
+      await until(() => events.length === 1, 'the message');
+      assert.equal(events[0].length, 1);
+      const back = once(socket, 'connect');
+      socket.io.engine.close();
+      await back;
+      assert.ok(!socket.recovered);
     } finally {
       socket.close();
     }

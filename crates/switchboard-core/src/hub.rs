@@ -19,6 +19,7 @@ use switchboard_ws::{CloseCode, CloseFrame};
 use crate::broker::{ChannelEvent, EventSink};
 use crate::channel::ChannelName;
 use crate::outbox::{Outbox, Position, PushError};
+use crate::recovery::RecoveryPositions;
 use crate::user::Username;
 use crate::wire::{EventIds, EventKind, SharedFrame, Wire, http_chunk};
 
@@ -36,6 +37,9 @@ pub struct SubscriberHandle {
     /// comings and goings as someone who is there). Anonymous listeners,
     /// such as an SSE stream without `user`, do not.
     pub in_presence: bool,
+    /// A Socket.IO session with connection-state recovery: its position in
+    /// each channel, which every message it is sent names.
+    pub recovery: Option<Arc<RecoveryPositions>>,
 }
 
 /// The result of adding a subscriber.
@@ -247,7 +251,20 @@ impl Hub {
                     }
                 }
                 None if frames.len() > 1 && handle.wire.joins_events() => {
-                    push_or_close(&handle.outbox, joined.get(frames, &handle.wire));
+                    let run = joined.get(frames, &handle.wire);
+                    let pushed = match (&handle.recovery, frames.last().and_then(|f| f.offset())) {
+                        (Some(tracked), Some(last)) => {
+                            tracked.push_shared_run(handle, channel, last, run)
+                        }
+                        _ => Some(push_or_close(&handle.outbox, run)),
+                    };
+                    if pushed.is_none() {
+                        for frame in frames {
+                            if !push_event(handle, frame) {
+                                break;
+                            }
+                        }
+                    }
                 }
                 None => {
                     for frame in frames {
@@ -302,6 +319,9 @@ pub fn push_or_close(outbox: &Arc<Outbox>, frame: Bytes) -> bool {
 /// position beside it if the outbox keeps positions (an SSE stream of
 /// several channels, which writes them back as its resume point).
 pub fn push_event(handle: &SubscriberHandle, event: &SharedFrame) -> bool {
+    if let Some(tracked) = &handle.recovery {
+        return tracked.push_live(handle, event);
+    }
     let position = event.position().filter(|_| handle.outbox.keeps_positions());
     push_or_close_at(&handle.outbox, event.frame_for(&handle.wire), position)
 }
@@ -429,6 +449,7 @@ mod tests {
             outbox: outbox.clone(),
             wire,
             in_presence: true,
+            recovery: None,
         };
         hub.subscribe(&lobby(), handle).unwrap();
         outbox
@@ -495,6 +516,40 @@ mod tests {
         hub.go_live(&lobby(), 1, 0);
         hub.deliver_all(vec![message(1), message(2)]);
         assert_eq!(taken(&outbox), [frame(1, &sse), frame(2, &sse)]);
+    }
+
+    #[test]
+    fn a_recovering_session_names_its_position_in_every_channel_it_is_in() {
+        let hub = Hub::default();
+        let wire = Wire::SocketIo(crate::wire::SocketIoEvents {
+            recovery_offsets: true,
+        });
+        let positions = RecoveryPositions::new();
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let handle = SubscriberHandle {
+            id: 1,
+            username: Username::parse("rosa").unwrap(),
+            outbox: outbox.clone(),
+            wire,
+            in_presence: true,
+            recovery: Some(positions.clone()),
+        };
+        hub.subscribe(&lobby(), handle).unwrap();
+        positions.start(&lobby(), 0);
+        hub.go_live(&lobby(), 1, 0);
+        // In one channel: the run goes as the frames every such session shares.
+        hub.deliver_all(vec![message(1), message(2)]);
+        assert_eq!(
+            taken(&outbox),
+            [[frame(1, &wire), frame(2, &wire)].concat()]
+        );
+        assert!(frame(2, &wire).ends_with(br#","lobby:2"]"#));
+        // In two: each message names both positions.
+        positions.start(&ChannelName::parse("ops").unwrap(), 5);
+        hub.deliver_all(vec![message(3)]);
+        let own = taken(&outbox);
+        assert!(own[0].ends_with(br#","lobby:3,ops:5"]"#), "{own:?}");
+        assert_eq!(positions.offsets(), "lobby:3,ops:5");
     }
 
     #[test]

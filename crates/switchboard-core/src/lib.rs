@@ -17,6 +17,8 @@
 //! - [`history`]: the [`history::HistoryStore`] trait and the embedded SQLite store.
 //! - [`broker`]: the [`broker::Broker`] trait and the in-process broker.
 //! - [`pipeline`]: histograms of each hop from publish to the last write.
+//! - [`recovery`]: a Socket.IO session's position in each of its channels,
+//!   which its connection-state recovery offset names.
 //! - [`durability`]: `--sync before-ack`, the fsync thread behind the writer.
 //! - [`idempotency`]: the keys that make a resent publish a repeat.
 //! - [`wire`]: frame encoding shared across subscribers.
@@ -32,6 +34,7 @@ pub mod idempotency;
 pub mod node;
 pub mod outbox;
 pub mod pipeline;
+pub mod recovery;
 mod retention;
 pub mod user;
 pub mod wire;

@@ -192,6 +192,29 @@ fn reset_event(
     )
 }
 
+/// Queues one replayed message, waiting for room: with its position beside
+/// it for an outbox that keeps them, through the recovery positions of a
+/// session that has them.
+async fn push_replayed(
+    subscriber: &SubscriberHandle,
+    frame: &SharedFrame,
+) -> Result<(), PushError> {
+    let outbox = &subscriber.outbox;
+    match &subscriber.recovery {
+        Some(tracked) => {
+            outbox
+                .push_when_room_with(|| tracked.try_push(subscriber, frame))
+                .await
+        }
+        None => {
+            let position = frame.position().filter(|_| outbox.keeps_positions());
+            outbox
+                .push_when_room_at(frame.frame_for(&subscriber.wire), position)
+                .await
+        }
+    }
+}
+
 /// A channel as `GET /api/channels` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSummary {
@@ -395,6 +418,9 @@ impl Node {
                 (start, since)
             }
         };
+        if let Some(tracked) = &subscriber.recovery {
+            tracked.start(&channel, since.unwrap_or(position.offset));
+        }
         let mut delivered = position.offset;
         if let Some(since) = since {
             let replayed = self
@@ -442,10 +468,7 @@ impl Node {
                 };
                 let json = ServerMessage::Message(message).to_json();
                 let frame = SharedFrame::new(channel.clone(), kind, json);
-                let position = frame.position().filter(|_| outbox.keeps_positions());
-                outbox
-                    .push_when_room_at(frame.frame_for(&subscriber.wire), position)
-                    .await?;
+                push_replayed(subscriber, &frame).await?;
                 cursor = message.offset;
             }
             if page.messages.len() < REPLAY_PAGE {

@@ -223,6 +223,9 @@ pub struct SharedFrame {
     chunked_event: OnceLock<Bytes>,
     /// Indexed by [`SocketIoEvents::recovery_offsets`] as usize.
     socketio: [OnceLock<Bytes>; 2],
+    /// `42["message",{...}` without its end: what a session in several
+    /// channels gets before the recovery offset built for it.
+    socketio_open: OnceLock<String>,
 }
 
 impl SharedFrame {
@@ -236,6 +239,7 @@ impl SharedFrame {
             events: Default::default(),
             chunked_event: OnceLock::new(),
             socketio: Default::default(),
+            socketio_open: OnceLock::new(),
         }
     }
 
@@ -277,14 +281,36 @@ impl SharedFrame {
     /// `42["message",{...},"lobby:7"]` in a text frame: the event's JSON
     /// without its `type`, which names the event instead.
     fn encode_socketio(&self, events: SocketIoEvents) -> Bytes {
-        let object = without_type_field(&self.json);
         let offset = match self.kind {
             EventKind::Message { offset } if events.recovery_offsets => {
                 Some(recovery_offset(&self.channel, offset))
             }
             _ => None,
         };
-        let packet = socketio::main_namespace_event(self.kind.name(), &object, offset.as_deref());
+        self.socketio_frame(offset.as_deref())
+    }
+
+    /// The Socket.IO event with `offsets` as its recovery offset, for one
+    /// session alone (one in several channels).
+    pub fn socketio_frame_with_offset(&self, offsets: &str) -> Bytes {
+        self.socketio_frame(Some(offsets))
+    }
+
+    fn socketio_frame(&self, offset: Option<&str>) -> Bytes {
+        let open = self.socketio_open.get_or_init(|| {
+            let object = without_type_field(&self.json);
+            let mut packet = socketio::main_namespace_event(self.kind.name(), &object, None);
+            packet.pop();
+            packet
+        });
+        let mut packet = String::with_capacity(open.len() + offset.map_or(1, |o| o.len() + 4));
+        packet.push_str(open);
+        if let Some(offset) = offset {
+            packet.push_str(",\"");
+            packet.push_str(offset);
+            packet.push('"');
+        }
+        packet.push(']');
         frame::encode(OpCode::Text, false, packet.as_bytes())
     }
 

@@ -165,6 +165,18 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SOCKETIO_CONFORMANCE")]
     pub socketio_conformance: bool,
 
+    /// Connection-state recovery for Socket.IO 4 clients (`on` or `off`):
+    /// each message event ends with a recovery offset argument, and a
+    /// client back within `--recovery-window` gets its channels and every
+    /// missed message (`socket.recovered`). Off, events carry only the
+    /// message: for clients that do not strip the extra argument.
+    #[arg(long, env = "SWITCHBOARD_SOCKETIO_RECOVERY", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub socketio_recovery: bool,
+
+    /// How long after a Socket.IO session ends it can still be recovered.
+    #[arg(long, env = "SWITCHBOARD_RECOVERY_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub recovery_window: Duration,
+
     /// Origins of other sites whose pages may use Socket.IO here (CORS for
     /// long-polling, and the WebSocket's `Origin`), comma-separated exact
     /// origins such as `https://app.example.com`, or `*` for any. A page
@@ -182,6 +194,14 @@ pub struct Config {
 /// Longest `--commit-interval`: past it, messages wait long enough for
 /// publishers to time out and the append queue to fill.
 const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
+}
 
 fn commit_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;

@@ -160,12 +160,21 @@ impl Outbox {
         frame: Bytes,
         position: Option<Position>,
     ) -> Result<(), PushError> {
+        self.push_when_room_with(|| self.try_push_at(frame.clone(), position.clone()))
+            .await
+    }
+
+    /// Calls `try_push` (which queues into this outbox) until it finds room.
+    pub async fn push_when_room_with(
+        &self,
+        mut try_push: impl FnMut() -> Result<(), PushError>,
+    ) -> Result<(), PushError> {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             self.waiting_for_room.store(true, Ordering::SeqCst);
-            match self.try_push_at(frame.clone(), position.clone()) {
+            match try_push() {
                 Err(PushError::Full) => room.await,
                 done => return done,
             }

@@ -144,6 +144,9 @@ impl ChannelSession {
         };
         self.subscriptions.swap_remove(at);
         self.node.unsubscribe(channel, self.me.id);
+        if let Some(positions) = &self.me.recovery {
+            positions.remove(channel);
+        }
         Ok(())
     }
 

@@ -45,6 +45,7 @@ impl ChatSession {
             outbox: connection.outbox,
             wire: Wire::WebSocket(connection.encoder),
             in_presence: true,
+            recovery: None,
         };
         let welcome = ServerMessage::Welcome {
             username: me.username.as_str(),

@@ -7,7 +7,7 @@
 //! acknowledgement. Server events: `message`, `join`, `leave` and `error`
 //! (a failed request that asked for no acknowledgement).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use serde::Deserialize;
@@ -16,12 +16,14 @@ use serde_json::value::RawValue;
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::hub::SubscriberHandle;
 use switchboard_core::idempotency::IdempotencyKey;
+use switchboard_core::recovery::RecoveryPositions;
 use switchboard_core::wire::{SocketIoEvents, Wire};
 use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::native::{ErrorCode, RequestId, ServerMessage};
 
-use super::namespaces::{Event, Namespaces};
-use super::session::{Fatal, Session};
+use super::namespaces::{Connected, Event, Namespaces};
+use super::recovery::{Recovery, Resumed};
+use super::session::{ClosedBy, Fatal, Session, random_id};
 use crate::transport::channel_session::{
     ChannelSession, Failure, SessionLimits, history_limit, parse_channel, request_error, send_error,
 };
@@ -34,26 +36,75 @@ pub struct Handshake {
     pub channel: Option<String>,
 }
 
+/// The `auth` of a version 4 connection: who, and the session to recover.
+#[derive(Debug, Default, Deserialize)]
+struct Auth {
+    user: Option<String>,
+    channel: Option<String>,
+    pid: Option<String>,
+    offset: Option<String>,
+}
+
 /// The main namespace of one session.
 pub struct ChatNamespaces {
     node: Arc<Node>,
     query: Handshake,
     limits: SessionLimits,
+    /// Connection-state recovery, for sessions that may use it (version 4,
+    /// unless `--socketio-recovery off`).
+    recovery: Option<Arc<Recovery>>,
     /// Set while `/` is connected.
-    channels: Option<ChannelSession>,
-    /// The channel named at connect, joined once connected.
-    default_channel: Option<ChannelName>,
+    connected: Option<Connection>,
+}
+
+/// The main namespace while connected.
+struct Connection {
+    channels: ChannelSession,
+    /// The session under its recovery id, and where it stands.
+    recoverable: Option<(Arc<str>, Arc<RecoveryPositions>)>,
+    /// What to subscribe once the connection is answered: the channel named
+    /// at connect, or a recovered session's channels.
+    rejoin: Rejoin,
+    session: Weak<Session>,
+}
+
+enum Rejoin {
+    Nothing,
+    Channel(ChannelName),
+    Recovered(Resumed),
 }
 
 impl ChatNamespaces {
-    pub fn new(node: Arc<Node>, query: Handshake, limits: SessionLimits) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        query: Handshake,
+        limits: SessionLimits,
+        recovery: Option<Arc<Recovery>>,
+    ) -> Self {
         ChatNamespaces {
             node,
             query,
             limits,
-            channels: None,
-            default_channel: None,
+            recovery,
+            connected: None,
         }
+    }
+
+    /// Leaves `/`: the session may be recovered for a while.
+    fn end(&mut self) {
+        let Some(connection) = self.connected.take() else {
+            return;
+        };
+        if let (Some(recovery), Some((pid, positions))) = (&self.recovery, &connection.recoverable)
+        {
+            recovery.ended(pid, &connection.session, positions.joined_at());
+        }
+    }
+}
+
+impl Drop for ChatNamespaces {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -100,57 +151,102 @@ impl Namespaces for ChatNamespaces {
         namespace: &str,
         auth: Option<&RawValue>,
         session: &Session,
-    ) -> Result<(), String> {
+    ) -> Result<Connected, String> {
         if namespace != "/" {
             return Err(format!(
                 "namespace {namespace} does not exist: switchboard serves its channels on /"
             ));
         }
-        let auth: Handshake = auth
+        let auth: Auth = auth
             .and_then(|a| serde_json::from_str(a.get()).ok())
             .unwrap_or_default();
         let username = match auth.user.or_else(|| self.query.user.clone()).as_deref() {
             None | Some("") => Username::guest(),
             Some(name) => Username::parse(name).map_err(|e| e.to_string())?,
         };
-        self.default_channel = auth
+        let default_channel = auth
             .channel
             .or_else(|| self.query.channel.clone())
             .filter(|c| !c.is_empty())
             .map(|c| ChannelName::parse(&c))
             .transpose()
             .map_err(|e| e.to_string())?;
+        let resumed = match (&self.recovery, &auth.pid) {
+            (Some(recovery), Some(pid)) => recovery
+                .resume(pid, auth.offset.as_deref(), &username)
+                .map(|resumed| (Arc::<str>::from(pid.as_str()), resumed)),
+            _ => None,
+        };
+        let recoverable = self.recovery.as_ref().map(|_| {
+            let pid = resumed
+                .as_ref()
+                .map_or_else(random_id, |(pid, _)| pid.clone());
+            (pid, RecoveryPositions::new())
+        });
         let me = SubscriberHandle {
             id: session.id(),
             username,
             outbox: session.outbox.clone(),
             wire: Wire::SocketIo(SocketIoEvents {
-                recovery_offsets: false,
+                recovery_offsets: recoverable.is_some(),
             }),
             in_presence: true,
+            recovery: recoverable.as_ref().map(|(_, positions)| positions.clone()),
         };
-        self.channels = Some(ChannelSession::new(
-            self.node.clone(),
-            me,
-            self.limits.clone(),
-        ));
-        Ok(())
+        let rejoin = match (resumed, default_channel) {
+            (Some((_, resumed)), _) => Rejoin::Recovered(resumed),
+            (None, Some(channel)) => Rejoin::Channel(channel),
+            (None, None) => Rejoin::Nothing,
+        };
+        let pid = recoverable.as_ref().map(|(pid, _)| pid.clone());
+        self.connected = Some(Connection {
+            channels: ChannelSession::new(self.node.clone(), me, self.limits.clone()),
+            recoverable,
+            rejoin,
+            session: session.weak(),
+        });
+        Ok(Connected { pid })
     }
 
-    fn connected(&mut self, _namespace: &str, _session: &Session) {
-        if let (Some(channels), Some(channel)) = (&mut self.channels, self.default_channel.clone())
-        {
-            // A new session cannot already be subscribed: this cannot fail.
-            let _ = channels.subscribe(channel, None, None, None);
+    fn connected(&mut self, _namespace: &str, session: &Session) {
+        let Some(connection) = &mut self.connected else {
+            return;
+        };
+        if let (Some(recovery), Some((pid, _)), Some(session)) = (
+            &self.recovery,
+            &connection.recoverable,
+            session.weak().upgrade(),
+        ) {
+            let username = connection.channels.me().username.clone();
+            recovery.live(pid.clone(), username, &session);
+        }
+        // Subscribing cannot fail on a new session (nothing is subscribed,
+        // and a recovered one has at most its former channels).
+        match std::mem::replace(&mut connection.rejoin, Rejoin::Nothing) {
+            Rejoin::Nothing => {}
+            Rejoin::Channel(channel) => {
+                let _ = connection.channels.subscribe(channel, None, None, None);
+            }
+            Rejoin::Recovered(resumed) => {
+                for (channel, offset) in resumed.channels {
+                    let _ = connection
+                        .channels
+                        .subscribe(channel, Some(offset), None, None);
+                }
+                // Subscribed first, so the user never leaves presence.
+                if let Some(previous) = resumed.previous {
+                    previous.close(ClosedBy::Server);
+                }
+            }
         }
     }
 
     fn disconnect(&mut self, _namespace: &str) {
-        self.channels = None;
+        self.end();
     }
 
     fn event(&mut self, event: Event<'_>, _session: &Session) -> Result<(), Fatal> {
-        let Some(channels) = self.channels.as_mut() else {
+        let Some(Connection { channels, .. }) = self.connected.as_mut() else {
             return Ok(());
         };
         let id = event.ack.map(RequestId::from);
@@ -174,8 +270,8 @@ impl Namespaces for ChatNamespaces {
     }
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match &self.channels {
-            Some(channels) => channels.poll_ready(cx),
+        match &self.connected {
+            Some(connection) => connection.channels.poll_ready(cx),
             None => Poll::Ready(()),
         }
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use super::namespaces::{Event, Namespaces, ack, emit};
+use super::namespaces::{Connected, Event, Namespaces, ack, emit};
 use super::session::{AppMessage, EngineApp, Fatal, Session};
 
 /// `/engine.io/`: every message back to its sender, text or binary.
@@ -38,13 +38,13 @@ impl Namespaces for ReferenceNamespaces {
         namespace: &str,
         auth: Option<&RawValue>,
         _session: &Session,
-    ) -> Result<(), String> {
+    ) -> Result<Connected, String> {
         if namespace != "/" && namespace != "/custom" {
             return Err("Invalid namespace".into());
         }
         let auth = auth.map_or_else(|| "{}".to_owned(), |a| a.get().to_owned());
         self.auth.insert(namespace.to_owned(), auth);
-        Ok(())
+        Ok(Connected::default())
     }
 
     fn connected(&mut self, namespace: &str, session: &Session) {

@@ -9,6 +9,7 @@
 //! - [`namespaces`]: the Socket.IO packets: namespaces, events,
 //!   attachments, acknowledgements;
 //! - [`chat`]: the channels' events on the main namespace;
+//! - [`recovery`]: connection-state recovery;
 //! - [`conformance`]: the official test suites' reference servers
 //!   (`--socketio-conformance`).
 
@@ -16,6 +17,7 @@ pub mod chat;
 pub mod conformance;
 pub mod namespaces;
 pub mod polling;
+pub mod recovery;
 pub mod session;
 pub mod websocket;
 
@@ -39,6 +41,7 @@ use chat::{ChatNamespaces, Handshake};
 use conformance::{EngineEcho, ReferenceNamespaces};
 use namespaces::SocketLayer;
 use polling::PollAnswer;
+use recovery::Recovery;
 use session::{EngineApp, Session, SessionSettings, Sessions, Transport};
 
 /// The Node server's default: how long a client has to connect a namespace.
@@ -64,6 +67,8 @@ pub struct SocketIo {
     /// `/socket.io/socket.io.js`.
     client_js: Option<Bytes>,
     origins: AllowedOrigins,
+    /// `None` with `--socketio-recovery off`.
+    recovery: Option<Arc<Recovery>>,
 }
 
 /// Origins whose pages may reach the endpoint, besides the server's own.
@@ -146,6 +151,9 @@ impl SocketIo {
             conformance: Arc::new(conformance),
             client_js,
             origins: AllowedOrigins::from_config(&config.allowed_origins),
+            recovery: config
+                .socketio_recovery
+                .then(|| Arc::new(Recovery::new(config.recovery_window))),
         })
     }
 
@@ -300,8 +308,10 @@ impl SocketIo {
                     user: query.user.clone(),
                     channel: query.channel.clone(),
                 };
+                // Version 3 clients know nothing of recovery.
+                let recovery = self.recovery.clone().filter(|_| version == Version::V4);
                 Box::new(SocketLayer::new(
-                    ChatNamespaces::new(state.node.clone(), handshake, limits),
+                    ChatNamespaces::new(state.node.clone(), handshake, limits, recovery),
                     version,
                 ))
             }

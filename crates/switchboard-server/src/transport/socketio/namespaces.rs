@@ -2,6 +2,7 @@
 //! their binary attachments, and acknowledgements. What a namespace does
 //! with events is its [`Namespaces`] implementation's.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use serde_json::value::RawValue;
@@ -19,7 +20,7 @@ pub trait Namespaces: Send + 'static {
         namespace: &str,
         auth: Option<&RawValue>,
         session: &Session,
-    ) -> Result<(), String>;
+    ) -> Result<Connected, String>;
 
     /// The namespace is connected and its reply sent: it may send events.
     fn connected(&mut self, _namespace: &str, _session: &Session) {}
@@ -34,6 +35,14 @@ pub trait Namespaces: Send + 'static {
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Ready(())
     }
+}
+
+/// What the reply to a connection says besides the socket's `sid`.
+#[derive(Debug, Default)]
+pub struct Connected {
+    /// The private session id of connection-state recovery: a client sends
+    /// it back, with its last event's offset, when it reconnects.
+    pub pid: Option<Arc<str>>,
 }
 
 /// One event, its attachments gathered.
@@ -113,10 +122,13 @@ impl<N: Namespaces> SocketLayer<N> {
             return;
         }
         match self.namespaces.connect(namespace, auth, session) {
-            Ok(()) => {
-                let data = match self.version {
-                    Version::V4 => Some(format!(r#"{{"sid":"{}"}}"#, random_id())),
-                    Version::V3 => None,
+            Ok(connected) => {
+                let data = match (self.version, connected.pid) {
+                    (Version::V4, Some(pid)) => {
+                        Some(format!(r#"{{"sid":"{}","pid":"{pid}"}}"#, random_id()))
+                    }
+                    (Version::V4, None) => Some(format!(r#"{{"sid":"{}"}}"#, random_id())),
+                    (Version::V3, _) => None,
                 };
                 session.send_message(&socketio::encode(
                     PacketType::Connect,

@@ -7,7 +7,7 @@
 //! layer above (the application, [`EngineApp`]) sees packets only.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -118,6 +118,8 @@ const FAREWELL_GRACE: Duration = Duration::from_secs(10);
 
 /// One Engine.IO session.
 pub struct Session {
+    /// Itself, for what must reach it later without keeping it alive.
+    this: Weak<Session>,
     pub sid: Arc<str>,
     pub version: Version,
     pub outbox: Arc<Outbox>,
@@ -178,7 +180,8 @@ impl Session {
     ) -> Arc<Session> {
         let outbox = Arc::new(Outbox::new(settings.max_queued_bytes));
         let registration = connections.register(outbox.clone());
-        let session = Arc::new(Session {
+        let session = Arc::new_cyclic(|this| Session {
+            this: this.clone(),
             sid: random_id(),
             version,
             outbox,
@@ -223,6 +226,10 @@ impl Session {
             Ok(())
         });
         session
+    }
+
+    pub fn weak(&self) -> Weak<Session> {
+        self.this.clone()
     }
 
     /// The connection number the hub knows this session by.

@@ -80,6 +80,7 @@ pub async fn open(
         outbox: outbox.clone(),
         wire,
         in_presence: request.user.is_some(),
+        recovery: None,
     };
 
     // Where each channel starts: the client's resume point, or now. Read
