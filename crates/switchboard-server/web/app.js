@@ -4,11 +4,12 @@
 import { ChannelList } from './channels.js';
 import { ChatEventSource } from './chat-sse.js';
 import { ChatSocket } from './chat-socket.js';
+import { ChatSocketIo, socketIoAvailable } from './chat-socketio.js';
 import { ChatView } from './view.js';
 
 const NICKNAME_KEY = 'switchboard.nickname';
 const TRANSPORT_KEY = 'switchboard.transport';
-const TRANSPORTS = { websocket: ChatSocket, sse: ChatEventSource };
+const TRANSPORTS = { websocket: ChatSocket, sse: ChatEventSource, socketio: ChatSocketIo };
 const DEFAULT_CHANNEL = 'lobby';
 const CHANNEL_PATTERN = /^[A-Za-z0-9_.:@-]{1,128}$/;
 
@@ -189,6 +190,11 @@ document.addEventListener('visibilitychange', () => {
 window.addEventListener('hashchange', () => {
   const nickname = localStorage.getItem(NICKNAME_KEY);
   if (transport && nickname && channelFromHash() !== transport.channel) join(nickname, channelFromHash());
+});
+
+// Socket.IO is offered when the server serves its client (--socketio-client).
+socketIoAvailable().then((available) => {
+  $('transport-socketio').hidden = !available;
 });
 
 channels.start();

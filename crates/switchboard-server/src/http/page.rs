@@ -39,6 +39,7 @@ const ASSETS: &[Asset] = &[
     asset!("channels.js", "text/javascript; charset=utf-8"),
     asset!("chat-socket.js", "text/javascript; charset=utf-8"),
     asset!("chat-sse.js", "text/javascript; charset=utf-8"),
+    asset!("chat-socketio.js", "text/javascript; charset=utf-8"),
     asset!("view.js", "text/javascript; charset=utf-8"),
 ];
 
