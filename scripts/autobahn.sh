@@ -12,20 +12,10 @@ log="$root/target/autobahn-server.log"
 bash "$shared/tools/autobahn/install.sh"
 cargo build --release --locked --bin switchboard
 
-mkdir -p "$(dirname "$log")"
-data=$(mktemp -d)
 # Autobahn's 9.* cases send messages of up to 16 MiB.
-RUST_LOG=warn,switchboard_server::server=info ./target/release/switchboard serve \
-    --listen 127.0.0.1:0 --max-message-size 16777216 --data-dir "$data" >"$log" 2>&1 &
-server=$!
+source scripts/lib/serve.sh
+serve_release "$log" --max-message-size 16777216
 trap 'kill -TERM $server 2>/dev/null || true; rm -rf "$data"' EXIT
-addr=""
-for _ in $(seq 1 100); do
-    addr=$(sed -n 's/.*listening on http:\/\///p' "$log" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; echo "autobahn.sh: server did not start" >&2; exit 2; }
 
 status=0
 AUTOBAHN_TIMEOUT="${AUTOBAHN_TIMEOUT:-1500}" bash "$shared/tools/autobahn/run.sh" "ws://$addr/echo" "$outdir" | tee "$outdir.summary" || status=$?

@@ -9,8 +9,12 @@
 # 10ms`. Flat-out fan-out runs with this tool's own client (1 publisher x
 # 64 in flight) and with a second generator built on tokio-tungstenite
 # (1 x 64 and 4 x 256, on 1 and 2 generator threads); idle memory is
-# measured for WebSocket connections and for SSE streams. Durable publish
-# comes after all runs; last the `floor` scenario:
+# measured for WebSocket connections and for SSE streams. Socket.IO runs
+# against switchboard and the servers its users would otherwise pick (a
+# socketioxide server, bench/socketioxide, and the Node socket.io server,
+# bench/socketio-node), each with the same event contract: fan-out over
+# WebSocket at a fixed rate and flat out, over long-polling at a fixed rate,
+# and idle memory. Durable publish comes after all runs; last the `floor` scenario:
 # the kernel's cost of one loopback write per delivery, with no server at all.
 #
 # Env: BENCH_RUNS (3)  BENCH_DURATION (10s)  BENCH_SUBSCRIBERS (1000)
@@ -27,7 +31,9 @@ rm -rf "$out" && mkdir -p "$out"
 # Server and load tool each hold up to ~15,000 sockets; 20,000 is this machine's cap.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --locked -p switchboard-server -p switchboard-bench -p switchboard-baseline
+cargo build --release --locked -p switchboard-server -p switchboard-bench -p switchboard-baseline \
+    -p switchboard-socketioxide-peer
+(cd bench/socketio-node && npm ci --no-audit --no-fund --loglevel=error)
 
 pid=""
 addr=""
@@ -42,6 +48,10 @@ start() { # start TARGET [DATA_ROOT [SERVER ARGS...]]: sets pid and addr
                 --publish-rate 1000000 --publish-burst 1000000 "$@" >"$log" 2>&1 & ;;
         baseline)
             ./target/release/switchboard-baseline --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
+        socketioxide)
+            ./target/release/socketioxide-peer --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
+        nodesocketio)
+            node bench/socketio-node/server.js --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
     esac
     pid=$!
     addr=""
@@ -65,9 +75,14 @@ bench() { # bench TARGET NAME RUN ARGS...
     local target=$1 name=$2 run=$3
     shift 3
     echo "bench.sh: $target $name run $run" >&2
-    ./target/release/switchboard-bench --server "$addr" --server-pid "$pid" \
-        --threads "${BENCH_GEN_THREADS:-$threads}" --json "$@" \
-        >"$out/$target-$name-$run.json"
+    local result="$out/$target-$name-$run.json"
+    if ! ./target/release/switchboard-bench --server "$addr" --server-pid "$pid" \
+        --threads "${BENCH_GEN_THREADS:-$threads}" --json "$@" >"$result"; then
+        # A peer that fails a scenario is reported without it; switchboard may not.
+        [ "$target" != switchboard ] || exit 1
+        echo "bench.sh: $target failed $name run $run" >&2
+        rm -f "$result"
+    fi
 }
 
 # Run by run, each target in turn on a fresh process and data directory, so
@@ -107,6 +122,18 @@ for run in $(seq 1 "$runs"); do
     bench switchboard fanout-sse-rate "$run" fanout --transport sse --subscribers "$subscribers" --rate 200 --duration "$duration"
     bench switchboard fanout-sse-flat "$run" fanout --transport sse --subscribers "$subscribers" --rate 0 --in-flight 64 --duration "$duration"
     stop
+    # Socket.IO (Engine.IO 4): switchboard beside socketioxide and Node's
+    # socket.io, each on a fresh process.
+    for target in switchboard socketioxide nodesocketio; do
+        start "$target"
+        bench "$target" socketio-idle "$run" idle --transport socketio --connections "$idle"
+        stop
+        start "$target"
+        bench "$target" socketio-rate "$run" fanout --transport socketio --subscribers "$subscribers" --rate 200 --duration "$duration"
+        bench "$target" socketio-flat "$run" fanout --transport socketio --subscribers "$subscribers" --rate 0 --in-flight 64 --duration "$duration"
+        bench "$target" socketio-polling-rate "$run" fanout --transport socketio-polling --subscribers "$subscribers" --rate 200 --duration "$duration"
+        stop
+    done
     # Fixed rate again with the data directory on tmpfs, where fsync costs
     # nothing: how much of the latency is the disk (the baseline stores
     # nothing).

@@ -10,19 +10,9 @@ shared="${SWITCHBOARD_SHARED:-$root/../shared}"
 log="$root/target/socketio-conformance-server.log"
 
 cargo build --release --locked --bin switchboard
-mkdir -p "$(dirname "$log")"
-data=$(mktemp -d)
-RUST_LOG=warn,switchboard_server::server=info ./target/release/switchboard serve \
-    --listen 127.0.0.1:0 --socketio-conformance --data-dir "$data" >"$log" 2>&1 &
-server=$!
+source scripts/lib/serve.sh
+serve_release "$log" --socketio-conformance
 trap 'kill -TERM $server 2>/dev/null || true; rm -rf "$data"' EXIT
-addr=""
-for _ in $(seq 1 100); do
-    addr=$(sed -n 's/.*listening on http:\/\///p' "$log" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; echo "socketio-conformance.sh: server did not start" >&2; exit 2; }
 
 status=0
 bash "$shared/tools/socketio-protocol/run.sh" "http://$addr" "$@" || status=$?

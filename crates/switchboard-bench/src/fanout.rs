@@ -11,6 +11,7 @@ use tokio::time::MissedTickBehavior;
 use crate::client::{self, Buffered, FrameWriter, Incoming, Key};
 use crate::common_client;
 use crate::cpu::cpu_time;
+use crate::socketio;
 use crate::sse::EventReader;
 use crate::{LATENCY_ROWS, Report, SharedLatency, fresh_channel, latency_rows};
 
@@ -34,8 +35,11 @@ pub struct Args {
     /// Size of each `msg`, in bytes.
     #[arg(long, default_value_t = 64)]
     size: usize,
-    /// How subscribers connect: the native WebSocket protocol, or SSE
-    /// (`GET /sse`). Publishers always use WebSocket.
+    /// How subscribers connect: the native WebSocket protocol, SSE
+    /// (`GET /sse`), or Socket.IO (Engine.IO 4) over WebSocket or
+    /// long-polling. Publishers use the native WebSocket protocol, or
+    /// Socket.IO over WebSocket when subscribers use Socket.IO (so that any
+    /// Socket.IO server with the event contract can be measured).
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     transport: Transport,
     /// Which client the generator is built on (WebSocket only). At a
@@ -60,6 +64,25 @@ pub enum Client {
 pub enum Transport {
     Ws,
     Sse,
+    /// Socket.IO over WebSocket.
+    Socketio,
+    /// Socket.IO over HTTP long-polling.
+    SocketioPolling,
+}
+
+impl Transport {
+    pub fn is_socketio(self) -> bool {
+        matches!(self, Transport::Socketio | Transport::SocketioPolling)
+    }
+
+    /// What marks a message in a frame or event of this transport.
+    fn message_key(self) -> &'static [u8] {
+        if self.is_socketio() {
+            socketio::MESSAGE
+        } else {
+            br#""type":"message""#
+        }
+    }
 }
 
 /// A subscriber's connection.
@@ -70,6 +93,13 @@ enum Subscriber {
         _writer: FrameWriter,
     },
     EventStream(EventReader),
+    SocketIo {
+        reader: client::FrameReader,
+        writer: FrameWriter,
+        /// Pings read and not yet answered.
+        pings: usize,
+    },
+    Polling(Box<socketio::PollingReader>),
 }
 
 impl Subscriber {
@@ -97,6 +127,22 @@ impl Subscriber {
                 reader.delay_acks()?;
                 Ok(Subscriber::EventStream(reader))
             }
+            Transport::Socketio => {
+                let user = format!("sub{user}");
+                let (reader, writer) = socketio::connect(server, &user, Some(channel)).await?;
+                reader.delay_acks()?;
+                Ok(Subscriber::SocketIo {
+                    reader,
+                    writer,
+                    pings: 0,
+                })
+            }
+            Transport::SocketioPolling => {
+                let user = format!("sub{user}");
+                let reader = socketio::PollingReader::connect(server, &user, channel).await?;
+                reader.delay_acks()?;
+                Ok(Subscriber::Polling(Box::new(reader)))
+            }
         }
     }
 
@@ -105,6 +151,15 @@ impl Subscriber {
         match self {
             Subscriber::WebSocket { reader, .. } => reader.buffered(),
             Subscriber::EventStream(reader) => reader.buffered(),
+            Subscriber::SocketIo { reader, .. } => reader.buffered(),
+            Subscriber::Polling(reader) => reader.buffered(),
+        }
+    }
+
+    /// Pings were read: they are answered before the next read.
+    fn pinged(&mut self, count: usize) {
+        if let Subscriber::SocketIo { pings, .. } = self {
+            *pings += count;
         }
     }
 
@@ -113,6 +168,17 @@ impl Subscriber {
         match self {
             Subscriber::WebSocket { reader, .. } => reader.fill().await,
             Subscriber::EventStream(reader) => reader.fill().await,
+            Subscriber::SocketIo {
+                reader,
+                writer,
+                pings,
+            } => {
+                for _ in 0..std::mem::take(pings) {
+                    writer.send_text(b"3").await?;
+                }
+                reader.fill().await
+            }
+            Subscriber::Polling(reader) => reader.fill().await,
         }
     }
 }
@@ -170,9 +236,14 @@ pub async fn run(
             let (deliveries, latency, stop) =
                 (deliveries.clone(), latency.clone(), stop_rx.clone());
             subscribers.push(match c.await?? {
-                Connected::Lean(subscriber) => {
-                    tokio::spawn(receive(subscriber, base, deliveries, latency, stop))
-                }
+                Connected::Lean(subscriber) => tokio::spawn(receive(
+                    subscriber,
+                    args.transport.message_key(),
+                    base,
+                    deliveries,
+                    latency,
+                    stop,
+                )),
                 Connected::Common(socket) => tokio::spawn(common_client::receive(
                     *socket, base, deliveries, latency, stop,
                 )),
@@ -198,6 +269,23 @@ pub async fn run(
             size: args.size,
             base,
         };
+        if args.transport.is_socketio() {
+            let (reader, writer) = socketio::connect(server, &format!("pub{p}"), None).await?;
+            let writer = Arc::new(tokio::sync::Mutex::new(writer));
+            tokio::spawn(socketio::count_acks(
+                reader,
+                writer.clone(),
+                acked.clone(),
+                window.clone(),
+            ));
+            let per_publisher_rate = args.rate / args.publishers as f64;
+            publishers.push(tokio::spawn(async move {
+                let sent =
+                    publish_socketio(&writer, body, per_publisher_rate, window, deadline).await?;
+                Ok((sent, Box::new(writer) as Box<dyn Send>))
+            }));
+            continue;
+        }
         if args.client == Client::Tungstenite && args.rate == 0.0 {
             let socket = common_client::connect(server, &path).await?;
             let acked = acked.clone();
@@ -302,6 +390,7 @@ pub async fn run(
 
 async fn receive(
     mut subscriber: Subscriber,
+    message_key: &'static [u8],
     base: Instant,
     deliveries: Arc<AtomicU64>,
     latency: Arc<SharedLatency>,
@@ -310,7 +399,7 @@ async fn receive(
     let mut tally = Tally {
         stats: SubscriberStats::default(),
         last_offset: 0,
-        message: Key::new(br#""type":"message""#),
+        message: Key::new(message_key),
         offset: Key::new(br#""offset":"#),
         sent: Key::new(br#""msg":"t="#),
     };
@@ -358,6 +447,7 @@ impl Tally {
         latency: &SharedLatency,
     ) -> Option<u64> {
         let mut batch = 0;
+        let mut pings = 0;
         let mut histogram = None;
         loop {
             let frame = match subscriber.buffered() {
@@ -365,6 +455,10 @@ impl Tally {
                 Ok(Buffered::Empty) => break,
                 Ok(Buffered::Ended) | Err(_) => return None,
             };
+            if socketio::is_ping(frame) {
+                pings += 1;
+                continue;
+            }
             if !self.message.is_in(frame) {
                 continue;
             }
@@ -384,6 +478,7 @@ impl Tally {
             }
         }
         self.stats.received += batch;
+        subscriber.pinged(pings);
         Some(batch)
     }
 }
@@ -396,17 +491,55 @@ struct Body {
 }
 
 impl Body {
-    fn request(&self) -> Vec<u8> {
+    fn msg(&self) -> String {
         let mut msg = format!("t={};", self.base.elapsed().as_micros());
         while msg.len() < self.size {
             msg.push('x');
         }
+        msg
+    }
+
+    fn request(&self) -> Vec<u8> {
         format!(
-            r#"{{"type":"publish","channel":"{}","msg":"{msg}"}}"#,
-            self.channel
+            r#"{{"type":"publish","channel":"{}","msg":"{}"}}"#,
+            self.channel,
+            self.msg()
         )
         .into_bytes()
     }
+}
+
+/// [`publish`] over Socket.IO: each `publish` event asks for its ack.
+async fn publish_socketio(
+    writer: &tokio::sync::Mutex<FrameWriter>,
+    body: Body,
+    rate: f64,
+    window: Arc<Semaphore>,
+    deadline: Instant,
+) -> anyhow::Result<u64> {
+    let mut sent = 0;
+    let mut ticks = (rate > 0.0).then(|| {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        ticks
+    });
+    while Instant::now() < deadline {
+        match &mut ticks {
+            Some(ticks) => {
+                ticks.tick().await;
+            }
+            // A server that stops acking (one that drops messages) must
+            // not hold the run past its end.
+            None => match tokio::time::timeout_at(deadline.into(), window.acquire()).await {
+                Ok(permit) => permit?.forget(),
+                Err(_) => break,
+            },
+        }
+        let event = socketio::publish(sent, &body.channel, &body.msg());
+        writer.lock().await.send_text(&event).await?;
+        sent += 1;
+    }
+    Ok(sent)
 }
 
 async fn publish(

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::client;
 use crate::fanout::Transport;
+use crate::socketio;
 use crate::sse::EventReader;
 use crate::{Report, fresh_channel};
 
@@ -64,14 +65,25 @@ pub async fn run(
             let transport = args.transport;
             opening.push(tokio::spawn(async move {
                 // Like a real client, read (and drop) what arrives, e.g.
-                // later joins, with no buffer kept between reads.
-                let (mut read, writer) = open_idle(transport, source, server, i, &rooms).await?;
+                // later joins, with no buffer kept between reads, and
+                // answer a Socket.IO server's pings.
+                let (mut read, mut writer) =
+                    open_idle(transport, source, server, i, &rooms).await?;
                 let drain = tokio::spawn(async move {
                     use tokio::io::AsyncReadExt;
                     let mut sink = [0u8; 512];
-                    while read.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                    while let Ok(n @ 1..) = read.read(&mut sink).await {
+                        let ping = crate::client::find(&sink[..n], &SOCKETIO_PING).is_some();
+                        if let (true, true, Some(writer)) =
+                            (transport.is_socketio(), ping, &mut writer)
+                            && writer.send_text(b"3").await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    drop(writer);
                 });
-                anyhow::Ok((drain, writer))
+                anyhow::Ok(drain)
             }));
         }
         for task in opening {
@@ -83,9 +95,8 @@ pub async fn run(
     tokio::time::sleep(args.settle).await;
     let after = resident_bytes(pid)?;
     let per_connection = after.saturating_sub(before) as f64 / args.connections as f64;
-    for (drain, writer) in held {
+    for drain in held {
         drain.abort();
-        drop(writer);
     }
     Ok(Report {
         scenario: "idle",
@@ -97,6 +108,9 @@ pub async fn run(
         ],
     })
 }
+
+/// A Socket.IO ping as a server frame: text, 1 byte, `2`.
+const SOCKETIO_PING: [u8; 3] = [0x81, 0x01, b'2'];
 
 /// What an idle client holds: a socket (or its read half) to drain, and for
 /// a WebSocket the write half, kept because dropping it half-closes.
@@ -127,6 +141,15 @@ async fn open_idle(
             let mut reader = retrying(|| EventReader::connect_from(source, server, &path)).await?;
             reader.wait_for(b"event: presence").await?;
             Ok((Box::new(reader.into_stream()), None))
+        }
+        Transport::Socketio => {
+            let user = format!("idle{i}");
+            let (reader, writer) =
+                retrying(|| socketio::connect_from(source, server, &user, Some(&rooms[0]))).await?;
+            Ok((Box::new(reader.into_idle()), Some(writer)))
+        }
+        Transport::SocketioPolling => {
+            anyhow::bail!("idle measures WebSocket and SSE connections, not polling sessions")
         }
     }
 }

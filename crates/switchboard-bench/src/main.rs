@@ -30,6 +30,7 @@ mod idle;
 mod pipeline;
 mod progress;
 mod report;
+mod socketio;
 mod sse;
 
 use std::net::SocketAddr;

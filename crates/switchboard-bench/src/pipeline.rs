@@ -53,8 +53,18 @@ pub async fn rows(server: SocketAddr) -> Vec<(&'static str, f64, &'static str)> 
     rows
 }
 
+/// How long a server may take to answer: one that never answers unknown
+/// paths (a bare Node HTTP server) has no histograms.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One HTTP/1.1 request on a fresh connection: status and body.
 async fn request(server: SocketAddr, method: &str) -> Option<(u16, String)> {
+    tokio::time::timeout(ANSWER_WITHIN, request_unbounded(server, method))
+        .await
+        .ok()?
+}
+
+async fn request_unbounded(server: SocketAddr, method: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(server).await.ok()?;
     let head =
         format!("{method} /api/pipeline HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");

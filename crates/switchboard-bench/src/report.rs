@@ -46,6 +46,23 @@ const COMPARED: [(&str, &str, bool); 19] = [
     ("idle", "server_rss_per_connection", false),
 ];
 
+/// The Socket.IO peers, as `scripts/bench.sh` names them.
+const SOCKETIO_PEERS: [&str; 2] = ["socketioxide", "nodesocketio"];
+
+/// Socket.IO figures compared between switchboard and each peer, and
+/// whether more is better.
+const SOCKETIO_COMPARED: [(&str, &str, bool); 9] = [
+    ("socketio-flat", "deliveries_per_sec", true),
+    ("socketio-flat", "server_cpu_per_delivery", false),
+    ("socketio-flat", "lost", false),
+    ("socketio-rate", "latency_p99", false),
+    ("socketio-rate", "server_cpu_per_delivery", false),
+    ("socketio-rate", "lost", false),
+    ("socketio-idle", "server_rss_per_connection", false),
+    ("socketio-polling-rate", "latency_p99", false),
+    ("socketio-polling-rate", "server_cpu_per_delivery", false),
+];
+
 /// Flat-out setups whose generator side is reported beside the ratios.
 const FLAT_SETUPS: [&str; 5] = [
     "fanout-flat",
@@ -188,16 +205,144 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    let socketio_ratios = socketio_section(&runs, &medians);
     let report = json!({
         "runs": runs.values().flat_map(|s| s.values()).flat_map(|f| f.values()).map(BTreeMap::len).max().unwrap_or(0),
         "medians": medians,
         "ratios_switchboard_over_baseline": ratios,
+        "socketio_ratios_switchboard_over": socketio_ratios,
     });
     let json_path = args.dir.join("report.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     let svg_path = args.dir.join("report.svg");
     draw(&report["medians"], &svg_path)?;
     println!("wrote {} and {}", json_path.display(), svg_path.display());
+    if report["medians"]["switchboard"]
+        .get("socketio-flat")
+        .is_some()
+    {
+        let svg_path = args.dir.join("socketio.svg");
+        draw_socketio(&report["medians"], &svg_path)?;
+        println!("wrote {}", svg_path.display());
+    }
+    Ok(())
+}
+
+/// Socket.IO: switchboard beside the Socket.IO servers its users would
+/// otherwise pick, and beside its own native protocol. Returns the ratios
+/// (peer → figure → switchboard/peer, paired run by run).
+fn socketio_section(runs: &Runs, medians: &Map<String, Value>) -> Map<String, Value> {
+    let mut ratios = Map::new();
+    if figure(
+        medians,
+        "switchboard",
+        "socketio-flat",
+        "deliveries_per_sec",
+    )
+    .is_none()
+    {
+        return ratios;
+    }
+    println!(
+        "\n{:<44} {:>14} {:>14} {:>14} {:>9} {:>9}",
+        "Socket.IO (median of runs)",
+        "switchboard",
+        "socketioxide",
+        "node socket.io",
+        "÷ sx",
+        "÷ node"
+    );
+    for (scenario, field, _) in SOCKETIO_COMPARED {
+        let cell = |target: &str| {
+            figure(medians, target, scenario, field).map_or("-".to_owned(), |v| format!("{v:.2}"))
+        };
+        let mut line = format!(
+            "{:<44} {:>14} {:>14} {:>14}",
+            format!("{scenario} {field}"),
+            cell("switchboard"),
+            cell("socketioxide"),
+            cell("nodesocketio"),
+        );
+        for peer in SOCKETIO_PEERS {
+            let ratio = paired_ratio_of(runs, ("switchboard", scenario), (peer, scenario), field);
+            line += &ratio.map_or(format!(" {:>9}", "-"), |r| format!(" {r:>9.3}"));
+            if let Some(ratio) = ratio {
+                let entry = ratios.entry(peer).or_insert_with(|| json!({}));
+                entry[format!("{scenario}.{field}")] = json!(ratio);
+            }
+        }
+        println!("{line}");
+    }
+    // Socket.IO over WebSocket against the native protocol, same process.
+    for (scenario, native) in [
+        ("socketio-flat", "fanout-flat"),
+        ("socketio-rate", "fanout-rate"),
+    ] {
+        let field = "server_cpu_per_delivery";
+        if let Some(ratio) = paired_ratio_of(
+            runs,
+            ("switchboard", scenario),
+            ("switchboard", native),
+            field,
+        ) {
+            println!("{scenario}: CPU per delivery {ratio:.3} × the native protocol's ({native})");
+            let entry = ratios.entry("native").or_insert_with(|| json!({}));
+            entry[format!("{scenario}.{field}")] = json!(ratio);
+        }
+    }
+    ratios
+}
+
+/// Two panels: flat-out deliveries/s and fixed-rate CPU per delivery, for
+/// switchboard and the two Socket.IO peers.
+fn draw_socketio(medians: &Value, path: &Path) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    let targets = [
+        ("switchboard", RGBColor(31, 119, 180)),
+        ("socketioxide", RGBColor(44, 160, 44)),
+        ("nodesocketio", RGBColor(214, 39, 40)),
+    ];
+    let figures = [
+        (
+            "Socket.IO fan-out flat out, 1,000 subscribers (M deliveries/s)",
+            "socketio-flat",
+            "deliveries_per_sec",
+            1e6,
+        ),
+        (
+            "server CPU per delivery at 200 msgs/s (µs)",
+            "socketio-rate",
+            "server_cpu_per_delivery",
+            1.0,
+        ),
+    ];
+    for (panel, (caption, scenario, field, scale)) in panels.iter().zip(figures) {
+        let value = |t: &str| medians[t][scenario][field].as_f64().unwrap_or(0.0) / scale;
+        let max = targets.iter().map(|(t, _)| value(t)).fold(0.001, f64::max);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(caption, ("sans-serif", 15))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..3.0, 0.0..max * 1.15)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(3)
+            .x_label_formatter(&|x| {
+                targets.get(*x as usize).map_or(String::new(), |(t, _)| {
+                    t.replace("nodesocketio", "node socket.io")
+                })
+            })
+            .draw()?;
+        chart.draw_series(targets.iter().enumerate().map(|(x, (target, color))| {
+            let x0 = x as f64 + 0.2;
+            Rectangle::new([(x0, 0.0), (x0 + 0.6, value(target))], color.filled())
+        }))?;
+    }
+    root.present()?;
     Ok(())
 }
 
@@ -240,8 +385,24 @@ fn read_runs(dir: &Path) -> anyhow::Result<Runs> {
 /// The median over runs of switchboard's figure in `scenario` over the
 /// baseline's in `against` in the same run; `None` if no run has both.
 fn paired_ratio(runs: &Runs, scenario: &str, against: &str, field: &str) -> Option<f64> {
-    let of = |target: &str, scenario: &str| runs.get(target)?.get(scenario)?.get(field);
-    let (ours, theirs) = (of("switchboard", scenario)?, of("baseline", against)?);
+    paired_ratio_of(
+        runs,
+        ("switchboard", scenario),
+        ("baseline", against),
+        field,
+    )
+}
+
+/// The median over runs of `ours` (target, scenario) over `theirs` in the
+/// same run; `None` if no run has both.
+fn paired_ratio_of(
+    runs: &Runs,
+    ours: (&str, &str),
+    theirs: (&str, &str),
+    field: &str,
+) -> Option<f64> {
+    let of = |(target, scenario): (&str, &str)| runs.get(target)?.get(scenario)?.get(field);
+    let (ours, theirs) = (of(ours)?, of(theirs)?);
     let ratios: Vec<f64> = ours
         .iter()
         .filter_map(|(run, ours)| Some(ours / theirs.get(run)?))

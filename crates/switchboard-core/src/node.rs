@@ -192,6 +192,24 @@ fn reset_event(
     )
 }
 
+/// The reply to a subscription in `wire`'s protocol (`subscribed`, or a
+/// Socket.IO `join` acknowledgement): the channel's position and presence.
+pub fn subscribed_reply(
+    wire: &crate::wire::Wire,
+    id: Option<&RequestId>,
+    channel: &ChannelName,
+    position: &StreamPosition,
+    presence: &[String],
+) -> Option<bytes::Bytes> {
+    wire.encode_reply(id, |id| ServerMessage::Subscribed {
+        channel: channel.as_str(),
+        epoch: &position.epoch,
+        offset: position.offset,
+        presence,
+        id,
+    })
+}
+
 /// Queues one replayed message, waiting for room: with its position beside
 /// it for an outbox that keeps them, through the recovery positions of a
 /// session that has them.
@@ -377,16 +395,13 @@ impl Node {
                 epoch,
                 presence,
             } => {
-                let subscribed =
-                    subscriber
-                        .wire
-                        .encode_reply(id.as_ref(), |id| ServerMessage::Subscribed {
-                            channel: channel.as_str(),
-                            epoch: &position.epoch,
-                            offset: position.offset,
-                            presence: &presence,
-                            id,
-                        });
+                let subscribed = subscribed_reply(
+                    &subscriber.wire,
+                    id.as_ref(),
+                    &channel,
+                    &position,
+                    &presence,
+                );
                 if let Some(frame) = subscribed {
                     outbox.push_when_room(frame).await?;
                 }

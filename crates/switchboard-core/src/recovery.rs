@@ -55,7 +55,13 @@ impl RecoveryPositions {
         };
         match channels.iter_mut().find(|t| t.channel == *channel) {
             Some(existing) => *existing = tracked,
-            None => channels.push(tracked),
+            None => {
+                if channels.capacity() == 0 {
+                    // Most sessions stay in one channel: room for one, not four.
+                    channels.reserve_exact(1);
+                }
+                channels.push(tracked);
+            }
         }
     }
 

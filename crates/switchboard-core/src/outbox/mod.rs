@@ -58,6 +58,12 @@ pub enum PushError {
 /// Positions an emptied outbox may keep room for.
 const SMALL_QUEUE: usize = 16;
 
+/// Frames an emptied queue keeps room for once a small batch follows a
+/// burst: a burst (a run of presence events) leaves no room behind on an
+/// idle connection (32 bytes a slot), while a stream of big batches keeps
+/// its room and allocates nothing.
+pub const KEPT_FRAME_SLOTS: usize = 8;
+
 /// A connection's socket, shared with its outbox for writing through: an
 /// owning handle, so the descriptor stays open while the outbox has it.
 pub type LentSocket = Arc<dyn AsFd + Send + Sync>;
@@ -91,7 +97,8 @@ struct State {
     bytes: usize,
     /// A close requested from outside (shutdown, slow consumer); sent after
     /// the frames already queued.
-    close: Option<CloseFrame>,
+    /// Boxed: rare, and every idle connection would hold its room.
+    close: Option<Box<CloseFrame>>,
     /// The connection has ended; nothing more is accepted.
     closed: bool,
     /// The plain TCP socket the connection lends for writing through,
@@ -296,7 +303,7 @@ impl Outbox {
         if state.closed || state.close.is_some() {
             return;
         }
-        state.close = Some(frame);
+        state.close = Some(Box::new(frame));
         drop(state);
         self.waker.wake();
         // Frees replays waiting for room, and wakes `closing`.
@@ -351,7 +358,7 @@ impl Outbox {
     ) -> Poll<Taken> {
         self.waker.register(cx.waker());
         let mut state = self.state.lock();
-        let close = state.close.take();
+        let close = state.close.take().map(|close| *close);
         if close.is_none() && (!frames || state.frames.is_empty()) {
             return Poll::Pending;
         }
@@ -365,6 +372,10 @@ impl Outbox {
             std::mem::swap(into, &mut state.frames);
         } else {
             into.extend(state.frames.drain(..));
+        }
+        if into.len() <= KEPT_FRAME_SLOTS && state.frames.capacity() > KEPT_FRAME_SLOTS {
+            // A small batch after a burst: its room goes (see write_through).
+            state.frames = VecDeque::new();
         }
         if let (Some(into), Some(queued)) = (positions, state.positions.as_mut()) {
             into.extend(queued.drain(..));

@@ -64,6 +64,7 @@ impl State {
 
     fn write_queue_to(&mut self, socket: &(dyn AsFd + Send + Sync)) -> io::Result<()> {
         let socket = socket2::SockRef::from(&socket);
+        let batch = self.frames.len();
         while !self.frames.is_empty() {
             let written = if self.frames.len() == 1 {
                 socket.send_with_flags(&self.frames[0], libc::MSG_NOSIGNAL)?
@@ -80,6 +81,9 @@ impl State {
             }
             self.wrote_through = true;
             self.advance(written);
+        }
+        if batch <= super::KEPT_FRAME_SLOTS && self.frames.capacity() > super::KEPT_FRAME_SLOTS {
+            self.frames = std::collections::VecDeque::new();
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::hub::{SubscribeError, SubscriberHandle};
 use switchboard_core::idempotency::IdempotencyKey;
-use switchboard_core::node::{AckTarget, Greeting, PublishError};
+use switchboard_core::node::{AckTarget, Greeting, PublishError, subscribed_reply};
 use switchboard_core::{ChannelName, Node};
 use switchboard_proto::native::{ErrorCode, RequestError, RequestId, ServerMessage};
 
@@ -103,6 +103,10 @@ impl ChannelSession {
                 request_error(ErrorCode::AlreadySubscribed, e.to_string(), id.clone())
             }
         })?;
+        if self.subscriptions.capacity() == 0 {
+            // Most sessions stay in one channel: room for one, not four.
+            self.subscriptions.reserve_exact(1);
+        }
         self.subscriptions.push(channel.clone());
         let node = self.node.clone();
         let me = self.me.clone();
@@ -220,15 +224,8 @@ impl ChannelSession {
             match node.position(&channel).await {
                 Ok(position) => {
                     let presence = node.presence(&channel);
-                    let reply = me
-                        .wire
-                        .encode_reply(id.as_ref(), |id| ServerMessage::Subscribed {
-                            channel: channel.as_str(),
-                            epoch: &position.epoch,
-                            offset: position.offset,
-                            presence: &presence,
-                            id,
-                        });
+                    let reply =
+                        subscribed_reply(&me.wire, id.as_ref(), &channel, &position, &presence);
                     if let Some(reply) = reply {
                         let _ = me.outbox.push_when_room(reply).await;
                     }
@@ -253,6 +250,16 @@ pub fn request_error(code: ErrorCode, reason: impl Into<String>, id: Option<Requ
         reason: reason.into(),
         id,
     })
+}
+
+/// A publish's `idempotency_key`, if it has one.
+pub fn parse_idempotency_key(
+    key: Option<String>,
+    id: &Option<RequestId>,
+) -> Result<Option<IdempotencyKey>, Failure> {
+    key.map(|key| IdempotencyKey::parse(&key))
+        .transpose()
+        .map_err(|e| request_error(ErrorCode::InvalidIdempotencyKey, e.to_string(), id.clone()))
 }
 
 pub fn parse_channel(name: &str, id: &Option<RequestId>) -> Result<ChannelName, Failure> {

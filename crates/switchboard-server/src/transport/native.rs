@@ -9,14 +9,14 @@ use std::task::{Context, Poll};
 
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::hub::SubscriberHandle;
-use switchboard_core::idempotency::IdempotencyKey;
 use switchboard_core::wire::Wire;
 use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::native::{ErrorCode, Inbound, Request, ServerMessage, parse_inbound};
 use switchboard_ws::{CloseCode, CloseFrame, Message};
 
 use crate::transport::channel_session::{
-    ChannelSession, Failure, SessionLimits, history_limit, parse_channel, request_error,
+    ChannelSession, Failure, SessionLimits, history_limit, parse_channel, parse_idempotency_key,
+    request_error,
 };
 use crate::transport::websocket::{ConnectionContext, MessageHandler, Replies};
 
@@ -92,12 +92,7 @@ impl ChatSession {
                 id,
             } => {
                 let channel = parse_channel(&channel, &id)?;
-                let key = idempotency_key
-                    .map(|key| IdempotencyKey::parse(&key))
-                    .transpose()
-                    .map_err(|e| {
-                        request_error(ErrorCode::InvalidIdempotencyKey, e.to_string(), id.clone())
-                    })?;
+                let key = parse_idempotency_key(idempotency_key, &id)?;
                 self.channels.publish(channel, msg, key, id)
             }
             Request::History {

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use switchboard_core::outbox::KEPT_FRAME_SLOTS;
 use tokio::io::AsyncWrite;
 
 /// Frames being written, front first, with how much of the front is written.
@@ -46,6 +47,7 @@ impl SendQueue {
         io: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        let batch = self.frames.len();
         while let Some(front) = self.frames.front() {
             let n = if self.frames.len() == 1 {
                 // The common case at a steady pace: one frame, one plain write.
@@ -65,7 +67,9 @@ impl SendQueue {
             }
             self.advance(n);
         }
-        if self.frames.capacity() > MAX_IOVECS {
+        // A small batch after a burst: the room the burst made goes, so an
+        // idle connection holds a few slots; a stream of big batches keeps it.
+        if batch <= KEPT_FRAME_SLOTS && self.frames.capacity() > KEPT_FRAME_SLOTS {
             self.frames = VecDeque::new();
         }
         Poll::Ready(Ok(()))

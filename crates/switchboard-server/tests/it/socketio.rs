@@ -352,3 +352,59 @@ async fn a_session_that_stops_answering_pings_expires_and_leaves_presence() {
     assert_eq!(leave["username"], "ghost");
     assert_eq!(ghost.get().await.0, 400);
 }
+
+#[tokio::test]
+async fn origins_the_server_does_not_allow_are_refused_and_allowed_ones_get_cors() {
+    let server = TestServer::with_config(|c| {
+        c.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/socket.io/?EIO=4&transport=polling", server.addr);
+    let open = |origin: &str| http.get(&url).header("Origin", origin).send();
+
+    let refused = open("https://evil.example").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], 4);
+
+    for origin in ["https://app.example", &format!("http://{}", server.addr)] {
+        let allowed = open(origin).await.unwrap();
+        assert_eq!(allowed.status(), 200, "{origin}");
+        let headers = allowed.headers();
+        assert_eq!(headers["access-control-allow-origin"], origin);
+        assert_eq!(headers["access-control-allow-credentials"], "true");
+    }
+    // No Origin: not a browser, allowed, no CORS headers.
+    let plain = http.get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("access-control-allow-origin").is_none());
+
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        preflight.headers()["access-control-allow-headers"],
+        "content-type"
+    );
+
+    // Without --socketio-client there is no browser client to serve.
+    let client = http
+        .get(format!("http://{}/socket.io/socket.io.js", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(client.status(), 404);
+    let body: Value = client.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--socketio-client")
+    );
+}

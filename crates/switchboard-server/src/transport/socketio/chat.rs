@@ -7,7 +7,7 @@
 //! acknowledgement. Server events: `message`, `join`, `leave` and `error`
 //! (a failed request that asked for no acknowledgement).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use serde::Deserialize;
@@ -15,17 +15,17 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::hub::SubscriberHandle;
-use switchboard_core::idempotency::IdempotencyKey;
 use switchboard_core::recovery::RecoveryPositions;
 use switchboard_core::wire::{SocketIoEvents, Wire};
 use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::native::{ErrorCode, RequestId, ServerMessage};
 
 use super::namespaces::{Connected, Event, Namespaces};
-use super::recovery::{Recovery, Resumed};
-use super::session::{ClosedBy, Fatal, Session, random_id};
+use super::recovery::{Pid, Recovery, Resumed};
+use super::session::{Fatal, Session};
 use crate::transport::channel_session::{
-    ChannelSession, Failure, SessionLimits, history_limit, parse_channel, request_error, send_error,
+    ChannelSession, Failure, SessionLimits, history_limit, parse_channel, parse_idempotency_key,
+    request_error, send_error,
 };
 
 /// Who the handshake says the client is, from the query string; version 4
@@ -48,8 +48,9 @@ struct Auth {
 /// The main namespace of one session.
 pub struct ChatNamespaces {
     node: Arc<Node>,
-    query: Handshake,
-    limits: SessionLimits,
+    /// The handshake's query and the session's limits, until `/` is
+    /// connected: then its connection holds them.
+    before_connect: Option<Box<(Handshake, SessionLimits)>>,
     /// Connection-state recovery, for sessions that may use it (version 4,
     /// unless `--socketio-recovery off`).
     recovery: Option<Arc<Recovery>>,
@@ -61,15 +62,14 @@ pub struct ChatNamespaces {
 struct Connection {
     channels: ChannelSession,
     /// The session under its recovery id, and where it stands.
-    recoverable: Option<(Arc<str>, Arc<RecoveryPositions>)>,
+    recoverable: Option<(Pid, Arc<RecoveryPositions>)>,
     /// What to subscribe once the connection is answered: the channel named
-    /// at connect, or a recovered session's channels.
-    rejoin: Rejoin,
-    session: Weak<Session>,
+    /// at connect, or a recovered session's channels. Boxed, and gone
+    /// once done: an idle session holds a word for it.
+    rejoin: Option<Box<Rejoin>>,
 }
 
 enum Rejoin {
-    Nothing,
     Channel(ChannelName),
     Recovered(Resumed),
 }
@@ -83,8 +83,7 @@ impl ChatNamespaces {
     ) -> Self {
         ChatNamespaces {
             node,
-            query,
-            limits,
+            before_connect: Some(Box::new((query, limits))),
             recovery,
             connected: None,
         }
@@ -97,7 +96,8 @@ impl ChatNamespaces {
         };
         if let (Some(recovery), Some((pid, positions))) = (&self.recovery, &connection.recoverable)
         {
-            recovery.ended(pid, &connection.session, positions.joined_at());
+            let username = connection.channels.me().username.clone();
+            recovery.ended(*pid, username, positions.joined_at());
         }
     }
 }
@@ -157,30 +157,31 @@ impl Namespaces for ChatNamespaces {
                 "namespace {namespace} does not exist: switchboard serves its channels on /"
             ));
         }
+        let Some((query, _)) = self.before_connect.as_deref() else {
+            return Err("the main namespace was connected already".into());
+        };
         let auth: Auth = auth
             .and_then(|a| serde_json::from_str(a.get()).ok())
             .unwrap_or_default();
-        let username = match auth.user.or_else(|| self.query.user.clone()).as_deref() {
+        let username = match auth.user.or_else(|| query.user.clone()).as_deref() {
             None | Some("") => Username::guest(),
             Some(name) => Username::parse(name).map_err(|e| e.to_string())?,
         };
         let default_channel = auth
             .channel
-            .or_else(|| self.query.channel.clone())
+            .or_else(|| query.channel.clone())
             .filter(|c| !c.is_empty())
             .map(|c| ChannelName::parse(&c))
             .transpose()
             .map_err(|e| e.to_string())?;
-        let resumed = match (&self.recovery, &auth.pid) {
+        let resumed = match (&self.recovery, auth.pid.as_deref().and_then(Pid::parse)) {
             (Some(recovery), Some(pid)) => recovery
                 .resume(pid, auth.offset.as_deref(), &username)
-                .map(|resumed| (Arc::<str>::from(pid.as_str()), resumed)),
+                .map(|resumed| (pid, resumed)),
             _ => None,
         };
         let recoverable = self.recovery.as_ref().map(|_| {
-            let pid = resumed
-                .as_ref()
-                .map_or_else(random_id, |(pid, _)| pid.clone());
+            let pid = resumed.as_ref().map_or_else(Pid::random, |(pid, _)| *pid);
             (pid, RecoveryPositions::new())
         });
         let me = SubscriberHandle {
@@ -194,48 +195,39 @@ impl Namespaces for ChatNamespaces {
             recovery: recoverable.as_ref().map(|(_, positions)| positions.clone()),
         };
         let rejoin = match (resumed, default_channel) {
-            (Some((_, resumed)), _) => Rejoin::Recovered(resumed),
-            (None, Some(channel)) => Rejoin::Channel(channel),
-            (None, None) => Rejoin::Nothing,
+            (Some((_, resumed)), _) => Some(Rejoin::Recovered(resumed)),
+            (None, Some(channel)) => Some(Rejoin::Channel(channel)),
+            (None, None) => None,
         };
-        let pid = recoverable.as_ref().map(|(pid, _)| pid.clone());
+        let pid = recoverable.as_ref().map(|(pid, _)| pid.to_string().into());
+        let (_, limits) = *self.before_connect.take().expect("checked above");
         self.connected = Some(Connection {
-            channels: ChannelSession::new(self.node.clone(), me, self.limits.clone()),
+            channels: ChannelSession::new(self.node.clone(), me, limits),
             recoverable,
-            rejoin,
-            session: session.weak(),
+            rejoin: rejoin.map(Box::new),
         });
         Ok(Connected { pid })
     }
 
-    fn connected(&mut self, _namespace: &str, session: &Session) {
+    fn connected(&mut self, _namespace: &str, _session: &Session) {
         let Some(connection) = &mut self.connected else {
             return;
         };
-        if let (Some(recovery), Some((pid, _)), Some(session)) = (
-            &self.recovery,
-            &connection.recoverable,
-            session.weak().upgrade(),
-        ) {
-            let username = connection.channels.me().username.clone();
-            recovery.live(pid.clone(), username, &session);
+        if let (Some(recovery), Some((pid, _))) = (&self.recovery, &connection.recoverable) {
+            recovery.live(*pid);
         }
         // Subscribing cannot fail on a new session (nothing is subscribed,
         // and a recovered one has at most its former channels).
-        match std::mem::replace(&mut connection.rejoin, Rejoin::Nothing) {
-            Rejoin::Nothing => {}
-            Rejoin::Channel(channel) => {
+        match connection.rejoin.take().map(|rejoin| *rejoin) {
+            None => {}
+            Some(Rejoin::Channel(channel)) => {
                 let _ = connection.channels.subscribe(channel, None, None, None);
             }
-            Rejoin::Recovered(resumed) => {
+            Some(Rejoin::Recovered(resumed)) => {
                 for (channel, offset) in resumed.channels {
                     let _ = connection
                         .channels
                         .subscribe(channel, Some(offset), None, None);
-                }
-                // Subscribed first, so the user never leaves presence.
-                if let Some(previous) = resumed.previous {
-                    previous.close(ClosedBy::Server);
                 }
             }
         }
@@ -312,12 +304,7 @@ fn handle(
                 idempotency_key,
             } = args(event, &id)?;
             let channel = parse_channel(&channel, &id)?;
-            let key = idempotency_key
-                .map(|key| IdempotencyKey::parse(&key))
-                .transpose()
-                .map_err(|e| {
-                    request_error(ErrorCode::InvalidIdempotencyKey, e.to_string(), id.clone())
-                })?;
+            let key = parse_idempotency_key(idempotency_key, &id)?;
             channels.publish(channel, msg, key, id)
         }
         "history" => {

@@ -32,7 +32,7 @@ use switchboard_core::outbox::Outbox;
 use switchboard_proto::engineio::Version;
 use switchboard_ws::{CloseCode, CloseFrame};
 
-use crate::app::{AppState, WsSettings};
+use crate::app::AppState;
 use crate::transport::channel_session::{RateLimit, SessionLimits};
 use crate::transport::websocket::{Upgrade, upgrade_with};
 use crate::transport::work_budget::WorkBudget;
@@ -130,21 +130,21 @@ impl SocketIo {
             })?)),
             None => None,
         };
-        let channels = SessionSettings {
-            ping_interval: config.ping_interval,
-            ping_timeout: config.ping_timeout,
-            max_payload: config.max_message_size,
-            connect_timeout: CONNECT_TIMEOUT,
-            max_queued_bytes: config.max_queued_bytes,
-        };
+        let channels = SessionSettings::new(
+            &state.ws,
+            config.ping_interval,
+            config.ping_timeout,
+            config.max_message_size,
+            CONNECT_TIMEOUT,
+        );
         // The timings the suites expect of their reference servers.
-        let conformance = SessionSettings {
-            ping_interval: Duration::from_millis(300),
-            ping_timeout: Duration::from_millis(200),
-            max_payload: 1_000_000,
-            connect_timeout: Duration::from_millis(1000),
-            max_queued_bytes: config.max_queued_bytes,
-        };
+        let conformance = SessionSettings::new(
+            &state.ws,
+            Duration::from_millis(300),
+            Duration::from_millis(200),
+            1_000_000,
+            Duration::from_millis(1000),
+        );
         Ok(SocketIo {
             sessions: Arc::new(Sessions::default()),
             channels: Arc::new(channels),
@@ -256,11 +256,11 @@ impl SocketIo {
                     CloseCode::POLICY_VIOLATION,
                     "the session is upgraded already",
                 ));
-                let options = self.websocket_options(state, &session.settings, Some(closed));
+                let options = websocket_options(&session.settings, Some((closed, session.id())));
                 return upgrade_with(request, state, options, |_| websocket::Refused)
                     .into_response();
             }
-            let options = self.websocket_options(state, &session.settings, None);
+            let options = websocket_options(&session.settings, None);
             let upgrading = session.clone();
             return upgrade_with(request, state, options, move |_| {
                 websocket::EngineSocket::upgrading(upgrading)
@@ -344,7 +344,7 @@ impl SocketIo {
             // The open packet is queued: the poll returns at once.
             return polling_response(polling::poll(session).await);
         }
-        let options = self.websocket_options(state, &settings, Some(session.outbox.clone()));
+        let options = websocket_options(&settings, Some((session.outbox.clone(), session.id())));
         let carried = session.clone();
         match upgrade_with(request, state, options, move |_| {
             websocket::EngineSocket::carrying(carried)
@@ -356,25 +356,16 @@ impl SocketIo {
             }
         }
     }
+}
 
-    fn websocket_options(
-        &self,
-        state: &AppState,
-        settings: &SessionSettings,
-        outbox: Option<Arc<Outbox>>,
-    ) -> Upgrade {
-        Upgrade {
-            // As the Node server: Socket.IO frames are small, and shared
-            // frames are sent as they are.
-            deflate: false,
-            settings: Arc::new(WsSettings {
-                max_message_size: settings.max_payload,
-                ping_interval: settings.ping_interval,
-                ping_timeout: settings.ping_timeout,
-                ..(*state.ws).clone()
-            }),
-            outbox,
-        }
+/// How a session's WebSocket is set up: as the Node server, without
+/// permessage-deflate (Socket.IO frames are small, and shared frames are
+/// sent as they are).
+fn websocket_options(settings: &SessionSettings, outbox: Option<(Arc<Outbox>, u64)>) -> Upgrade {
+    Upgrade {
+        deflate: false,
+        settings: settings.websocket.clone(),
+        outbox,
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use switchboard_proto::engineio::Version;
 use switchboard_proto::socketio::{self, PacketType};
 
-use super::session::{AppMessage, EngineApp, Fatal, Session, random_id};
+use super::session::{AppMessage, EngineApp, Fatal, RandomId, Session};
 
 /// What a server's namespaces do.
 pub trait Namespaces: Send + 'static {
@@ -63,15 +63,52 @@ struct Gathering {
     attachments: Vec<Vec<u8>>,
 }
 
+/// The namespaces a session is connected to: `/` alone, mostly, which
+/// costs a flag, not an allocation.
+#[derive(Default)]
+struct ConnectedNamespaces {
+    main: bool,
+    others: Vec<Box<str>>,
+}
+
+impl ConnectedNamespaces {
+    fn contains(&self, namespace: &str) -> bool {
+        match namespace {
+            "/" => self.main,
+            other => self.others.iter().any(|n| **n == *other),
+        }
+    }
+
+    fn add(&mut self, namespace: &str) {
+        match namespace {
+            "/" => self.main = true,
+            other => self.others.push(other.into()),
+        }
+    }
+
+    /// Whether it was connected.
+    fn remove(&mut self, namespace: &str) -> bool {
+        match namespace {
+            "/" => std::mem::take(&mut self.main),
+            other => {
+                let before = self.others.len();
+                self.others.retain(|n| **n != *other);
+                self.others.len() < before
+            }
+        }
+    }
+}
+
 /// The Socket.IO protocol on one session.
 pub struct SocketLayer<N> {
     namespaces: N,
     version: Version,
-    /// Namespaces this session is connected to; `/` alone, mostly.
-    connected: Vec<String>,
+    /// Namespaces this session is connected to.
+    connected: ConnectedNamespaces,
     /// Some namespace was connected once (the connect timeout is met).
     ever_connected: bool,
-    gathering: Option<Gathering>,
+    /// Boxed: an idle session holds a word for it, not a whole packet.
+    gathering: Option<Box<Gathering>>,
 }
 
 impl<N: Namespaces> SocketLayer<N> {
@@ -79,7 +116,7 @@ impl<N: Namespaces> SocketLayer<N> {
         SocketLayer {
             namespaces,
             version,
-            connected: Vec::new(),
+            connected: ConnectedNamespaces::default(),
             ever_connected: false,
             gathering: None,
         }
@@ -93,8 +130,7 @@ impl<N: Namespaces> SocketLayer<N> {
                 Ok(())
             }
             PacketType::Disconnect => {
-                if let Some(at) = self.connected.iter().position(|n| *n == packet.namespace) {
-                    self.connected.swap_remove(at);
+                if self.connected.remove(&packet.namespace) {
                     self.namespaces.disconnect(&packet.namespace);
                 }
                 Ok(())
@@ -102,10 +138,10 @@ impl<N: Namespaces> SocketLayer<N> {
             PacketType::Event | PacketType::BinaryEvent | PacketType::BinaryAck
                 if packet.attachments > 0 =>
             {
-                self.gathering = Some(Gathering {
+                self.gathering = Some(Box::new(Gathering {
                     packet,
                     attachments: Vec::new(),
-                });
+                }));
                 Ok(())
             }
             PacketType::Event | PacketType::BinaryEvent => {
@@ -118,16 +154,17 @@ impl<N: Namespaces> SocketLayer<N> {
     }
 
     fn connect(&mut self, namespace: &str, auth: Option<&RawValue>, session: &Session) {
-        if self.connected.iter().any(|n| n == namespace) {
+        if self.connected.contains(namespace) {
             return;
         }
         match self.namespaces.connect(namespace, auth, session) {
             Ok(connected) => {
                 let data = match (self.version, connected.pid) {
-                    (Version::V4, Some(pid)) => {
-                        Some(format!(r#"{{"sid":"{}","pid":"{pid}"}}"#, random_id()))
-                    }
-                    (Version::V4, None) => Some(format!(r#"{{"sid":"{}"}}"#, random_id())),
+                    (Version::V4, Some(pid)) => Some(format!(
+                        r#"{{"sid":"{}","pid":"{pid}"}}"#,
+                        RandomId::random()
+                    )),
+                    (Version::V4, None) => Some(format!(r#"{{"sid":"{}"}}"#, RandomId::random())),
                     (Version::V3, _) => None,
                 };
                 session.send_message(&socketio::encode(
@@ -137,7 +174,7 @@ impl<N: Namespaces> SocketLayer<N> {
                     None,
                     data.as_deref(),
                 ));
-                self.connected.push(namespace.to_owned());
+                self.connected.add(namespace);
                 self.ever_connected = true;
                 self.namespaces.connected(namespace, session);
             }
@@ -216,7 +253,7 @@ impl<N: Namespaces> EngineApp for SocketLayer<N> {
                 let Gathering {
                     packet,
                     attachments,
-                } = self.gathering.take().expect("gathering");
+                } = *self.gathering.take().expect("gathering");
                 self.dispatch(&packet, attachments, session)
             }
         }

@@ -5,21 +5,23 @@
 //!
 //! The offset names the session's position in each of its channels
 //! ([`RecoveryPositions`]), so it needs nothing from this process: after a
-//! restart it is enough. What is kept here, per session, is what the
-//! offset cannot say: when the session ended (the window), and where each
+//! restart it is enough. What is kept here, per session that ended, is
+//! what the offset cannot say: when it ended (the window), and where each
 //! subscription started, for a client that received no message in it.
+//! Live sessions cost nothing here. A client that comes back before the
+//! server noticed its old session drop gets its channels as well; the old
+//! session goes when its heartbeat fails.
 //!
 //! [`RecoveryPositions`]: switchboard_core::recovery::RecoveryPositions
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use switchboard_core::recovery::parse_offsets;
 use switchboard_core::{ChannelName, Username};
 
-use super::session::Session;
+use super::session::RandomId;
 
 /// The sessions that may be recovered.
 pub struct Recovery {
@@ -32,26 +34,29 @@ pub struct Recovery {
 
 #[derive(Default)]
 struct State {
-    by_pid: HashMap<Arc<str>, Record>,
+    /// Live sessions: 15 bytes each, their whole cost here.
+    live: HashSet<Pid>,
+    by_pid: HashMap<Pid, Record>,
     /// Ended sessions in the order they ended, to forget them in order.
-    ended: VecDeque<(Instant, Arc<str>)>,
+    ended: VecDeque<(Instant, Pid)>,
 }
 
+/// A session's private id.
+pub type Pid = RandomId;
+
+/// An ended session.
 struct Record {
     username: Username,
-    /// The session while it lives.
-    live: Weak<Session>,
-    /// When it ended, and where each of its subscriptions started.
-    ended: Option<(Instant, Vec<(ChannelName, u64)>)>,
+    ended: Instant,
+    /// Where each of its subscriptions started.
+    joined_at: Vec<(ChannelName, u64)>,
 }
 
 /// What a returning client gets back.
+#[derive(Debug)]
 pub struct Resumed {
     /// Each channel and the offset to replay after.
     pub channels: Vec<(ChannelName, u64)>,
-    /// The session it left, if the server has not noticed yet: closed once
-    /// the new one has its channels.
-    pub previous: Option<Arc<Session>>,
 }
 
 impl Recovery {
@@ -63,76 +68,58 @@ impl Recovery {
         }
     }
 
-    /// A session of `username` under `pid` is live.
-    pub fn live(&self, pid: Arc<str>, username: Username, session: &Arc<Session>) {
-        let record = Record {
-            username,
-            live: Arc::downgrade(session),
-            ended: None,
-        };
-        self.state.lock().by_pid.insert(pid, record);
+    /// A session under `pid` is live.
+    pub fn live(&self, pid: Pid) {
+        self.state.lock().live.insert(pid);
     }
 
-    /// The session under `pid` ended; its subscriptions started at
-    /// `joined_at`. Nothing if another session took the pid over.
-    pub fn ended(
-        &self,
-        pid: &Arc<str>,
-        session: &Weak<Session>,
-        joined_at: Vec<(ChannelName, u64)>,
-    ) {
+    /// The session of `username` under `pid` ended; its subscriptions
+    /// started at `joined_at`.
+    pub fn ended(&self, pid: Pid, username: Username, joined_at: Vec<(ChannelName, u64)>) {
         let now = Instant::now();
         let mut state = self.state.lock();
         state.forget_older_than(now, self.window);
-        let Some(record) = state.by_pid.get_mut(pid) else {
-            return;
+        state.live.remove(&pid);
+        let record = Record {
+            username,
+            ended: now,
+            joined_at,
         };
-        if !Weak::ptr_eq(&record.live, session) {
-            return;
-        }
-        record.live = Weak::new();
-        record.ended = Some((now, joined_at));
-        state.ended.push_back((now, pid.clone()));
+        state.by_pid.insert(pid, record);
+        state.ended.push_back((now, pid));
     }
 
     /// The channels and offsets `username` resumes with `pid`, the
     /// session's id, and `offset`, the last event's recovery offset;
     /// `None` if it cannot be recovered (unknown, expired, another user's).
-    pub fn resume(&self, pid: &str, offset: Option<&str>, username: &Username) -> Option<Resumed> {
+    pub fn resume(&self, pid: Pid, offset: Option<&str>, username: &Username) -> Option<Resumed> {
         let from_offset = match offset {
             Some(offset) => Some(parse_offsets(offset)?),
             None => None,
         };
         let mut state = self.state.lock();
         state.forget_older_than(Instant::now(), self.window);
-        let Some(record) = state.by_pid.remove(pid) else {
-            // Not known here: the server restarted since, if within the
-            // window, and the offset holds all there is.
+        let Some(record) = state.by_pid.remove(&pid) else {
+            // Not ended here: still live (its drop not yet noticed), or
+            // unknown because the server restarted since, within the
+            // window; either way the offset holds all there is.
+            let live_or_restarted =
+                state.live.contains(&pid) || self.started.elapsed() <= self.window;
             return from_offset
-                .filter(|_| self.started.elapsed() <= self.window)
-                .map(|channels| Resumed {
-                    channels,
-                    previous: None,
-                });
+                .filter(|_| live_or_restarted)
+                .map(|channels| Resumed { channels });
         };
         if record.username != *username {
-            state.by_pid.insert(pid.into(), record);
+            state.by_pid.insert(pid, record);
             return None;
         }
-        let joined_at = record
-            .ended
-            .map(|(_, joined_at)| joined_at)
-            .unwrap_or_default();
         let mut channels = from_offset.unwrap_or_default();
-        for (channel, start) in joined_at {
+        for (channel, start) in record.joined_at {
             if !channels.iter().any(|(c, _)| *c == channel) {
                 channels.push((channel, start));
             }
         }
-        Some(Resumed {
-            channels,
-            previous: record.live.upgrade(),
-        })
+        Some(Resumed { channels })
     }
 }
 
@@ -144,11 +131,7 @@ impl State {
             }
             let (ended, pid) = self.ended.pop_front().expect("checked");
             // Only if the record is still that ended session.
-            if self
-                .by_pid
-                .get(&pid)
-                .is_some_and(|r| r.ended.as_ref().is_some_and(|(at, _)| *at == ended))
-            {
+            if self.by_pid.get(&pid).is_some_and(|r| r.ended == ended) {
                 self.by_pid.remove(&pid);
             }
         }

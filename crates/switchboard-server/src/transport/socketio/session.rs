@@ -11,6 +11,8 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_core::hub::{ConnectionId, push_or_close};
@@ -21,6 +23,7 @@ use switchboard_ws::{CloseCode, CloseFrame};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::app::WsSettings;
 use crate::connections::{Connections, Registration};
 
 /// The timings and limits of one endpoint's sessions.
@@ -33,6 +36,33 @@ pub struct SessionSettings {
     /// How long a client has to connect a namespace.
     pub connect_timeout: Duration,
     pub max_queued_bytes: usize,
+    /// The settings of the sessions' WebSockets, shared by all of them.
+    pub websocket: Arc<WsSettings>,
+}
+
+impl SessionSettings {
+    /// An endpoint's settings; its WebSockets take the rest of `ws`.
+    pub fn new(
+        ws: &WsSettings,
+        ping_interval: Duration,
+        ping_timeout: Duration,
+        max_payload: usize,
+        connect_timeout: Duration,
+    ) -> Self {
+        SessionSettings {
+            ping_interval,
+            ping_timeout,
+            max_payload,
+            connect_timeout,
+            max_queued_bytes: ws.max_queued_bytes,
+            websocket: Arc::new(WsSettings {
+                max_message_size: max_payload,
+                ping_interval,
+                ping_timeout,
+                ..ws.clone()
+            }),
+        }
+    }
 }
 
 /// What runs on top of a session: the Socket.IO layer, or the echo of the
@@ -120,7 +150,7 @@ const FAREWELL_GRACE: Duration = Duration::from_secs(10);
 pub struct Session {
     /// Itself, for what must reach it later without keeping it alive.
     this: Weak<Session>,
-    pub sid: Arc<str>,
+    pub sid: RandomId,
     pub version: Version,
     pub outbox: Arc<Outbox>,
     pub settings: Arc<SessionSettings>,
@@ -139,12 +169,13 @@ pub struct Session {
 /// The sessions a poll or an upgrade may name by `sid`.
 #[derive(Default)]
 pub struct Sessions {
-    by_sid: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    by_sid: Mutex<HashMap<RandomId, Arc<Session>>>,
 }
 
 impl Sessions {
     pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
-        self.by_sid.lock().get(sid).cloned()
+        let sid = RandomId::parse(sid)?;
+        self.by_sid.lock().get(&sid).cloned()
     }
 
     pub fn len(&self) -> usize {
@@ -156,14 +187,29 @@ impl Sessions {
     }
 }
 
-/// A random session or socket id: 15 bytes as 20 URL-safe characters.
-pub fn random_id() -> Arc<str> {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 15];
-    getrandom::fill(&mut bytes).expect("the system's random source works");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(bytes)
-        .into()
+/// A random id (a session's `sid`, a socket's, a recovery `pid`): 15
+/// bytes, written as 20 URL-safe base64 characters, kept as the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RandomId([u8; 15]);
+
+impl RandomId {
+    pub fn random() -> RandomId {
+        let mut bytes = [0u8; 15];
+        getrandom::fill(&mut bytes).expect("the system's random source works");
+        RandomId(bytes)
+    }
+
+    /// An id a client sent back; `None` if this server never wrote it.
+    pub fn parse(text: &str) -> Option<RandomId> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        Some(RandomId(bytes.try_into().ok()?))
+    }
+}
+
+impl std::fmt::Display for RandomId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
 }
 
 impl Session {
@@ -182,7 +228,7 @@ impl Session {
         let registration = connections.register(outbox.clone());
         let session = Arc::new_cyclic(|this| Session {
             this: this.clone(),
-            sid: random_id(),
+            sid: RandomId::random(),
             version,
             outbox,
             settings,
@@ -206,8 +252,9 @@ impl Session {
             Transport::Polling => &["websocket"],
             _ => &[],
         };
+        let sid = session.sid.to_string();
         let handshake = engineio::Handshake {
-            sid: &session.sid,
+            sid: &sid,
             upgrades,
             ping_interval: session.settings.ping_interval.as_millis() as u64,
             ping_timeout: session.settings.ping_timeout.as_millis() as u64,
@@ -215,10 +262,7 @@ impl Session {
         };
         session.send_text(&handshake.packet());
         if transport == Transport::Polling {
-            sessions
-                .by_sid
-                .lock()
-                .insert(session.sid.clone(), session.clone());
+            sessions.by_sid.lock().insert(session.sid, session.clone());
             connections.tasks.spawn(heartbeat(session.clone()));
         }
         session.with_app(|app, session| {
@@ -372,7 +416,7 @@ impl Session {
         };
         if keep_for_farewell {
             let sessions = self.sessions.clone();
-            let sid = self.sid.clone();
+            let sid = self.sid;
             tokio::spawn(async move {
                 tokio::time::sleep(FAREWELL_GRACE).await;
                 sessions.by_sid.lock().remove(&sid);

@@ -45,8 +45,10 @@ pub struct Upgrade {
     pub deflate: bool,
     /// Limits and keepalive timings.
     pub settings: Arc<WsSettings>,
-    /// The outbox the connection sends from; a new one if `None`.
-    pub outbox: Option<Arc<Outbox>>,
+    /// The outbox the connection sends from, with the id it is registered
+    /// under (by its owner, for shutdown); a new one, registered here, if
+    /// `None`.
+    pub outbox: Option<(Arc<Outbox>, ConnectionId)>,
 }
 
 impl Upgrade {
@@ -171,21 +173,21 @@ fn spawn_connection<S, H, F>(
     H: MessageHandler,
     F: FnOnce(ConnectionContext) -> H,
 {
-    let outbox = options
-        .outbox
-        .unwrap_or_else(|| Arc::new(Outbox::new(options.settings.max_queued_bytes)));
-    let registration = state.connections.register(outbox.clone());
+    let (outbox, id, registration) = match options.outbox {
+        Some((outbox, id)) => (outbox, id, None),
+        None => {
+            let outbox = Arc::new(Outbox::new(options.settings.max_queued_bytes));
+            let registration = state.connections.register(outbox.clone());
+            (outbox, registration.id, Some(registration))
+        }
+    };
     let encoder = FrameEncoder::new(deflate, state.ws.deflate_min_size, state.ws.deflate_level);
     let handler = make_handler(ConnectionContext {
-        id: registration.id,
+        id,
         outbox: outbox.clone(),
         encoder,
     });
-    tracing::debug!(
-        conn = registration.id,
-        deflate = deflate.is_some(),
-        "websocket open"
-    );
+    tracing::debug!(conn = id, deflate = deflate.is_some(), "websocket open");
     let connection = Connection::new(
         io,
         leftover,
@@ -197,7 +199,8 @@ fn spawn_connection<S, H, F>(
     );
     state.connections.tasks.spawn(ConnectionTask {
         connection,
-        registration,
+        id,
+        _registration: registration,
     });
 }
 
@@ -205,7 +208,9 @@ fn spawn_connection<S, H, F>(
 /// registration, nothing else, so an idle connection costs little memory.
 struct ConnectionTask<S, H> {
     connection: Connection<S, H>,
-    registration: Registration,
+    id: ConnectionId,
+    /// `None` when the outbox's owner registered it.
+    _registration: Option<Registration>,
 }
 
 impl<S, H> Future for ConnectionTask<S, H>
@@ -218,7 +223,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let ended = ready!(this.connection.poll_run(cx));
-        log_end(this.registration.id, ended);
+        log_end(this.id, ended);
         Poll::Ready(())
     }
 }
