@@ -364,7 +364,7 @@ describe('Socket.IO with the official clients', () => {
     alice.close();
   });
 
-  for (const transport of ['websocket', 'polling']) {
+  for (const transport of ['websocket', 'polling', 'upgrade']) {
     test(`python-socketio over ${transport} chats with socket.io-client 4 in the same order`, async () => {
       const channel = uniqueChannel(`python-${transport}`);
       const count = 5;
@@ -392,6 +392,9 @@ describe('Socket.IO with the official clients', () => {
         pyMessages.map(([m]) => `${m.offset}:${m.msg}`),
         fromJs.map((m) => `${m.offset}:${m.msg}`),
       );
+      // Upgraded by the end, if it started polling to upgrade.
+      const expected = transport === 'polling' ? 'polling' : 'websocket';
+      assert.equal(py.lines.find((l) => l.transport).transport, expected);
       const acks = py.lines.filter((l) => l.ack).map((l) => l.ack.offset);
       assert.equal(acks.length, count);
       for (const offset of acks) assert.ok(fromJs.some((m) => m.offset === offset && m.username === 'pyotr'));

@@ -1,7 +1,8 @@
 """A python-socketio client in a switchboard channel, for e2e/socketio.test.mjs.
 
 Usage: socketio_client.py URL USER CHANNEL TRANSPORT COUNT
-Joins CHANNEL over TRANSPORT (polling or websocket), publishes COUNT
+Joins CHANNEL over TRANSPORT (polling, websocket, or upgrade: polling
+first, then upgraded to a WebSocket), publishes COUNT
 messages, and waits until it has received COUNT messages from others
 after its own. Prints one JSON object per line: the join ack, each publish
 ack, each `message` event's arguments, and finally {"done": true}.
@@ -39,11 +40,13 @@ def on_message(*args):
         enough.set()
 
 
-client.connect(url, transports=[transport], auth={"user": user}, wait_timeout=10)
+transports = ["polling", "websocket"] if transport == "upgrade" else [transport]
+client.connect(url, transports=transports, auth={"user": user}, wait_timeout=10)
 emit_line({"join": client.call("join", {"channel": channel}, timeout=10)})
 for i in range(count):
     emit_line({"ack": client.call("publish", {"channel": channel, "msg": f"python {i}"}, timeout=10)})
 if not enough.wait(timeout=20):
     emit_line({"timeout": len(received)})
+emit_line({"transport": client.transport()})
 client.disconnect()
 emit_line({"done": True})

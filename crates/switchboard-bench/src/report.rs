@@ -403,9 +403,10 @@ fn paired_ratio_of(
 ) -> Option<f64> {
     let of = |(target, scenario): (&str, &str)| runs.get(target)?.get(scenario)?.get(field);
     let (ours, theirs) = (of(ours)?, of(theirs)?);
+    // A figure of zero on their side (no loss) has no ratio.
     let ratios: Vec<f64> = ours
         .iter()
-        .filter_map(|(run, ours)| Some(ours / theirs.get(run)?))
+        .filter_map(|(run, ours)| Some(ours / theirs.get(run).filter(|t| **t != 0.0)?))
         .collect();
     (!ratios.is_empty()).then(|| median(&ratios))
 }

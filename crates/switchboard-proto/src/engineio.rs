@@ -232,35 +232,46 @@ fn decode_v3_binary_payload(mut body: &[u8]) -> Result<Vec<Packet>, DecodeError>
 #[derive(Debug)]
 pub struct PayloadWriter {
     version: Version,
-    out: String,
+    out: Vec<u8>,
     packets: usize,
 }
 
 impl PayloadWriter {
     pub fn new(version: Version) -> Self {
+        PayloadWriter::with_capacity(version, 0)
+    }
+
+    /// A writer with room for about `bytes` of packets.
+    pub fn with_capacity(version: Version, bytes: usize) -> Self {
         PayloadWriter {
             version,
-            out: String::new(),
+            out: Vec::with_capacity(bytes),
             packets: 0,
         }
     }
 
     /// Adds a text packet (type digit included).
     pub fn text(&mut self, packet: &str) {
+        self.text_utf8(packet.as_bytes());
+    }
+
+    /// Adds a text packet given as its UTF-8 bytes, which the caller
+    /// vouches for (a frame this server encoded from a string): no check,
+    /// and no copy but into the payload.
+    pub fn text_utf8(&mut self, packet: &[u8]) {
         match self.version {
             Version::V4 => {
                 if self.packets > 0 {
-                    self.out.push('\x1e');
+                    self.out.push(0x1e);
                 }
-                self.out.push_str(packet);
             }
             Version::V3 => {
-                let units: usize = packet.chars().map(char::len_utf16).sum();
-                self.out.push_str(&units.to_string());
-                self.out.push(':');
-                self.out.push_str(packet);
+                self.out
+                    .extend_from_slice(utf16_units(packet).to_string().as_bytes());
+                self.out.push(b':');
             }
         }
+        self.out.extend_from_slice(packet);
         self.packets += 1;
     }
 
@@ -277,9 +288,20 @@ impl PayloadWriter {
         self.packets == 0
     }
 
-    pub fn finish(self) -> String {
+    /// The payload: UTF-8 text.
+    pub fn finish(self) -> Vec<u8> {
         self.out
     }
+}
+
+/// How many UTF-16 code units (what JavaScript counts) the UTF-8 text
+/// `bytes` holds: one per character, two for those beyond the BMP (the
+/// ones UTF-8 writes in four bytes).
+fn utf16_units(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|&b| usize::from(b & 0xC0 != 0x80) + usize::from(b >= 0xF0))
+        .sum()
 }
 
 /// The open packet's data.
@@ -328,7 +350,7 @@ mod tests {
         let mut writer = PayloadWriter::new(Version::V4);
         writer.text("4hello");
         writer.binary(&[1, 2, 3, 4]);
-        assert_eq!(writer.finish(), "4hello\x1ebAQIDBA==");
+        assert_eq!(writer.finish(), b"4hello\x1ebAQIDBA==");
         assert!(decode_payload(Version::V4, b"abc").is_err());
         assert!(decode_payload(Version::V4, b"").is_err());
     }
@@ -343,9 +365,10 @@ mod tests {
         writer.text(packet);
         writer.text("2");
         let body = writer.finish();
-        assert_eq!(body, format!("16:{packet}1:2"));
+        assert_eq!(body, format!("16:{packet}1:2").into_bytes());
+        assert_eq!(utf16_units("é ✓ 😀".as_bytes()), 6);
         assert_eq!(
-            decode_payload(Version::V3, body.as_bytes()).unwrap(),
+            decode_payload(Version::V3, &body).unwrap(),
             vec![
                 text(PacketType::Message, &packet[1..]),
                 text(PacketType::Ping, "")
@@ -372,7 +395,7 @@ mod tests {
         );
         let mut writer = PayloadWriter::new(Version::V3);
         writer.binary(&[1, 2]);
-        assert_eq!(writer.finish(), "6:b4AQI=");
+        assert_eq!(writer.finish(), b"6:b4AQI=");
     }
 
     #[test]

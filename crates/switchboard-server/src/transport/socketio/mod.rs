@@ -21,6 +21,7 @@ pub mod recovery;
 pub mod session;
 pub mod websocket;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,7 +211,9 @@ impl SocketIo {
     }
 
     async fn route(&self, state: &AppState, endpoint: Endpoint, request: Request) -> Response {
-        let query = Query::parse(request.uri().query().unwrap_or(""));
+        // A cheap clone (shared bytes): the query borrows it, not the request.
+        let uri = request.uri().clone();
+        let query = Query::parse(uri.query().unwrap_or(""));
         let Some(version) = query.eio.as_deref().and_then(Version::parse) else {
             return engine_error(
                 StatusCode::BAD_REQUEST,
@@ -282,7 +285,7 @@ impl SocketIo {
         endpoint: Endpoint,
         version: Version,
         websocket: bool,
-        query: &Query,
+        query: &Query<'_>,
         request: Request,
     ) -> Response {
         if !websocket && request.method() != Method::GET {
@@ -412,30 +415,30 @@ fn preflight(headers: &HeaderMap) -> Response {
     response
 }
 
-/// The query parameters an Engine.IO request may carry.
+/// The query parameters an Engine.IO request may carry, borrowed from the
+/// query string unless percent-encoded (a poll allocates nothing for them).
 #[derive(Debug, Default)]
-struct Query {
-    eio: Option<String>,
-    transport: Option<String>,
-    sid: Option<String>,
+struct Query<'a> {
+    eio: Option<Cow<'a, str>>,
+    transport: Option<Cow<'a, str>>,
+    sid: Option<Cow<'a, str>>,
     /// `j`: a JSONP poll, which is off.
     jsonp: bool,
     user: Option<String>,
     channel: Option<String>,
 }
 
-impl Query {
-    fn parse(query: &str) -> Query {
+impl<'a> Query<'a> {
+    fn parse(query: &'a str) -> Query<'a> {
         let mut parsed = Query::default();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            let value = Some(value.into_owned());
             match &*key {
-                "EIO" => parsed.eio = value,
-                "transport" => parsed.transport = value,
-                "sid" => parsed.sid = value,
+                "EIO" => parsed.eio = Some(value),
+                "transport" => parsed.transport = Some(value),
+                "sid" => parsed.sid = Some(value),
                 "j" => parsed.jsonp = true,
-                "user" => parsed.user = value,
-                "channel" => parsed.channel = value,
+                "user" => parsed.user = Some(value.into_owned()),
+                "channel" => parsed.channel = Some(value.into_owned()),
                 _ => {}
             }
         }

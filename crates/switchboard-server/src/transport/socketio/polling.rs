@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use axum::body::Body;
 use switchboard_proto::engineio::{self, PacketType, PayloadWriter, Version};
@@ -14,8 +15,8 @@ use super::session::{ClosedBy, PollRefused, PollStart, Session};
 /// What a poll or a POST is answered.
 #[derive(Debug)]
 pub enum PollAnswer {
-    /// 200 with this payload (`text/plain`), or `ok` to a POST.
-    Payload(String),
+    /// 200 with this payload (`text/plain`, UTF-8), or `ok` to a POST.
+    Payload(Vec<u8>),
     /// 400 `{"code":3,"message":"Bad request"}`, the protocol's answer to
     /// a request it cannot take (the session may be closed by it).
     BadRequest,
@@ -37,11 +38,20 @@ pub async fn poll(session: Arc<Session>) -> PollAnswer {
     // Cleared however this ends, the client going away included.
     let _polling = scopeguard(&session);
     let mut frames = VecDeque::new();
-    let taken = tokio::select! {
-        taken = poll_fn(|cx| session.outbox.poll_take(cx, &mut frames, true)) => Some(taken),
-        _ = session.upgrade_started() => None,
+    // Packets already queued go at once, with nothing to wait on.
+    let queued =
+        session
+            .outbox
+            .poll_take(&mut Context::from_waker(Waker::noop()), &mut frames, true);
+    let taken = match queued {
+        Poll::Ready(taken) => Some(taken),
+        Poll::Pending => tokio::select! {
+            taken = poll_fn(|cx| session.outbox.poll_take(cx, &mut frames, true)) => Some(taken),
+            _ = session.upgrade_started() => None,
+        },
     };
-    let mut payload = PayloadWriter::new(session.version);
+    let mut payload =
+        PayloadWriter::with_capacity(session.version, frames.iter().map(|f| f.len()).sum());
     for frame in &frames {
         write_frames(&mut payload, session.version, frame);
     }
@@ -103,7 +113,8 @@ fn write_frames(payload: &mut PayloadWriter, version: Version, mut bytes: &[u8])
                 };
                 payload.binary(data);
             }
-            _ => payload.text(&String::from_utf8_lossy(data)),
+            // This server's own text frames: UTF-8 already.
+            _ => payload.text_utf8(data),
         }
         bytes = rest;
     }
@@ -166,7 +177,7 @@ async fn handle_post(session: &Arc<Session>, body: Body) -> PollAnswer {
             break;
         }
     }
-    PollAnswer::Payload("ok".to_owned())
+    PollAnswer::Payload(b"ok".to_vec())
 }
 
 #[cfg(test)]
@@ -187,6 +198,6 @@ mod tests {
         let mut payload = PayloadWriter::new(Version::V4);
         write_frames(&mut payload, Version::V4, &Bytes::from(bytes));
         let expected = format!("2\x1e{medium}\x1e{long}\x1ebAQIDBA==");
-        assert_eq!(payload.finish(), expected);
+        assert_eq!(payload.finish(), expected.into_bytes());
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use switchboard_core::hub::{ConnectionId, push_or_close};
 use switchboard_core::outbox::Outbox;
 use switchboard_proto::engineio::{self, PacketType, Version};
@@ -169,17 +169,19 @@ pub struct Session {
 /// The sessions a poll or an upgrade may name by `sid`.
 #[derive(Default)]
 pub struct Sessions {
-    by_sid: Mutex<HashMap<RandomId, Arc<Session>>>,
+    /// Read by every poll and POST, written at open and close: polls on
+    /// every thread look up at once.
+    by_sid: RwLock<HashMap<RandomId, Arc<Session>>>,
 }
 
 impl Sessions {
     pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
         let sid = RandomId::parse(sid)?;
-        self.by_sid.lock().get(&sid).cloned()
+        self.by_sid.read().get(&sid).cloned()
     }
 
     pub fn len(&self) -> usize {
-        self.by_sid.lock().len()
+        self.by_sid.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -201,8 +203,12 @@ impl RandomId {
 
     /// An id a client sent back; `None` if this server never wrote it.
     pub fn parse(text: &str) -> Option<RandomId> {
-        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        Some(RandomId(bytes.try_into().ok()?))
+        if text.len() != 20 {
+            return None;
+        }
+        let mut bytes = [0u8; 15];
+        let written = URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()?;
+        (written == 15).then_some(RandomId(bytes))
     }
 }
 
@@ -262,7 +268,7 @@ impl Session {
         };
         session.send_text(&handshake.packet());
         if transport == Transport::Polling {
-            sessions.by_sid.lock().insert(session.sid, session.clone());
+            sessions.by_sid.write().insert(session.sid, session.clone());
             connections.tasks.spawn(heartbeat(session.clone()));
         }
         session.with_app(|app, session| {
@@ -419,10 +425,10 @@ impl Session {
             let sid = self.sid;
             tokio::spawn(async move {
                 tokio::time::sleep(FAREWELL_GRACE).await;
-                sessions.by_sid.lock().remove(&sid);
+                sessions.by_sid.write().remove(&sid);
             });
         } else {
-            self.sessions.by_sid.lock().remove(&self.sid);
+            self.sessions.by_sid.write().remove(&self.sid);
         }
         self.outbox.close(frame);
         self.poll_wake.notify_one();
@@ -467,7 +473,7 @@ impl Session {
                 return Err(PollRefused::NotPolling);
             }
             drop(state);
-            self.sessions.by_sid.lock().remove(&self.sid);
+            self.sessions.by_sid.write().remove(&self.sid);
             return Ok(PollStart::Noop);
         }
         match state.transport {
