@@ -158,11 +158,6 @@ impl SocketIo {
         })
     }
 
-    /// Sessions open right now that polls can reach.
-    pub fn polling_sessions(&self) -> usize {
-        self.sessions.len()
-    }
-
     /// `GET /socket.io/socket.io.js`.
     pub fn client_js(&self) -> Response {
         match &self.client_js {

@@ -7,7 +7,7 @@
 //! layer above (the application, [`EngineApp`]) sees packets only.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -148,8 +148,6 @@ const FAREWELL_GRACE: Duration = Duration::from_secs(10);
 
 /// One Engine.IO session.
 pub struct Session {
-    /// Itself, for what must reach it later without keeping it alive.
-    this: Weak<Session>,
     pub sid: RandomId,
     pub version: Version,
     pub outbox: Arc<Outbox>,
@@ -178,14 +176,6 @@ impl Sessions {
     pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
         let sid = RandomId::parse(sid)?;
         self.by_sid.read().get(&sid).cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_sid.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -232,8 +222,7 @@ impl Session {
     ) -> Arc<Session> {
         let outbox = Arc::new(Outbox::new(settings.max_queued_bytes));
         let registration = connections.register(outbox.clone());
-        let session = Arc::new_cyclic(|this| Session {
-            this: this.clone(),
+        let session = Arc::new(Session {
             sid: RandomId::random(),
             version,
             outbox,
@@ -278,10 +267,6 @@ impl Session {
         session
     }
 
-    pub fn weak(&self) -> Weak<Session> {
-        self.this.clone()
-    }
-
     /// The connection number the hub knows this session by.
     pub fn id(&self) -> ConnectionId {
         self.registration.id
@@ -308,10 +293,6 @@ impl Session {
     pub fn send_binary(&self, bytes: &[u8]) {
         let payload = engineio::binary_frame_payload(self.version, bytes);
         push_or_close(&self.outbox, frame::encode(OpCode::Binary, false, &payload));
-    }
-
-    pub fn transport(&self) -> Transport {
-        self.state.lock().transport
     }
 
     pub fn is_closed(&self) -> bool {
