@@ -10,10 +10,12 @@ as_root() {
 }
 
 # Debian's Chromium for the end-to-end tests (playwright-core drives it),
-# and strace, which shows the durability test each fsync before its ack.
-if ! command -v chromium >/dev/null || ! command -v strace >/dev/null; then
+# strace, which shows the durability test each fsync before its ack, and
+# redis-server, which the Redis engine's tests start on free ports.
+if ! command -v chromium >/dev/null || ! command -v strace >/dev/null \
+  || ! command -v redis-server >/dev/null; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium strace >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium strace redis-server >/dev/null
 fi
 # The browser driver (playwright-core), an independent WebSocket client (ws)
 # and the official Socket.IO clients 4 and 2 (socket.io-client).
@@ -29,6 +31,9 @@ if [ ! -x target/py-venv/bin/python ] || ! target/py-venv/bin/python -c 'import 
 fi
 
 cargo test --workspace --locked "$@"
+# The integration tests again on the Redis engine: every test server gets a
+# redis-server of its own (tests that start the binary keep the embedded one).
+SWITCHBOARD_TEST_ENGINE=redis cargo test --locked -p switchboard-server --test it "$@"
 
 # The browser tests' binary has the store's crash points compiled in
 # (inert unless FAILPOINTS arms one): e2e/resend.test.mjs kills the server

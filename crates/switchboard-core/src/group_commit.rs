@@ -189,6 +189,13 @@ impl GroupCommit {
                 // Subscribers' wake-ups wait until the acks are queued: a
                 // publisher with a window of messages in flight sends its
                 // next ones that much sooner.
+                if self.broker.spans_nodes() {
+                    // Delivered when the messages come back from Redis.
+                    self.broker.publish_all(events);
+                    self.broker
+                        .acknowledge(publications.into_iter().zip(acks).collect());
+                    return;
+                }
                 let subscribers = defer_wakes(|| self.broker.publish_all(events));
                 for (publication, ack) in publications.iter().zip(acks) {
                     ack.succeed(publication);

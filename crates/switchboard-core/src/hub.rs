@@ -172,9 +172,9 @@ impl Hub {
         }
     }
 
-    /// Removes a subscription; returns the username if it was that user's
-    /// last connection in the channel (a `leave`).
-    pub fn unsubscribe(&self, channel: &ChannelName, id: ConnectionId) -> Option<Username> {
+    /// Removes a subscription: `None` if there was none; else the username
+    /// if it was that user's last connection in the channel (a `leave`).
+    pub fn unsubscribe(&self, channel: &ChannelName, id: ConnectionId) -> Option<Option<Username>> {
         let mut shard = self.shard(channel).lock();
         let state = shard.get_mut(channel)?;
         let removed = state.subscribers.remove(&id)?;
@@ -193,7 +193,7 @@ impl Hub {
         if state.subscribers.is_empty() {
             shard.remove(channel);
         }
-        left
+        Some(left)
     }
 
     /// Usernames online in a channel on this node, sorted.

@@ -16,6 +16,8 @@
 //! - [`outbox`]: the bounded per-connection queue the hub fills.
 //! - [`history`]: the [`history::HistoryStore`] trait and the embedded SQLite store.
 //! - [`broker`]: the [`broker::Broker`] trait and the in-process broker.
+//! - [`redis`]: the Redis engine, a history store and a broker shared by
+//!   many nodes.
 //! - [`pipeline`]: histograms of each hop from publish to the last write.
 //! - [`recovery`]: a Socket.IO session's position in each of its channels,
 //!   which its connection-state recovery offset names.
@@ -35,6 +37,7 @@ pub mod node;
 pub mod outbox;
 pub mod pipeline;
 pub mod recovery;
+pub mod redis;
 mod retention;
 pub mod user;
 pub mod wire;

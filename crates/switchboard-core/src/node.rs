@@ -29,6 +29,7 @@ use crate::hub::{ConnectionId, Hub, SubscribeError, SubscriberHandle, push_or_cl
 use crate::idempotency::{IdempotencyKey, KeyRetention};
 use crate::outbox::PushError;
 use crate::pipeline::PipelineStats;
+use crate::redis::{RedisBroker, RedisConfig, RedisHistory};
 use crate::retention::run_retention;
 use crate::user::Username;
 use crate::wire::{EventKind, SharedFrame};
@@ -97,7 +98,7 @@ pub enum AckTarget {
 }
 
 impl AckTarget {
-    pub(crate) fn succeed(self, publication: &Arc<Publication>) {
+    pub fn succeed(self, publication: &Arc<Publication>) {
         match self {
             AckTarget::Connection { subscriber, id } => {
                 let ack = subscriber
@@ -126,7 +127,7 @@ impl AckTarget {
                     subscriber
                         .wire
                         .encode_reply(id.as_ref(), |id| ServerMessage::Error {
-                            code: switchboard_proto::native::ErrorCode::Internal,
+                            code: storage_error_code(error),
                             reason: &reason,
                             id,
                         });
@@ -143,6 +144,27 @@ impl AckTarget {
     }
 }
 
+/// The error code for a failed store: `unavailable` when it could not be
+/// reached, else `internal`.
+pub fn storage_error_code(error: &HistoryError) -> switchboard_proto::native::ErrorCode {
+    use switchboard_proto::native::ErrorCode;
+    if error.is_unavailable() {
+        ErrorCode::Unavailable
+    } else {
+        ErrorCode::Internal
+    }
+}
+
+impl NodeError {
+    /// The error code a client is sent for this failure.
+    pub fn code(&self) -> switchboard_proto::native::ErrorCode {
+        match self {
+            NodeError::Storage(e) => storage_error_code(e),
+            _ => switchboard_proto::native::ErrorCode::Internal,
+        }
+    }
+}
+
 /// What a new subscription sends before its replay.
 #[derive(Debug)]
 pub enum Greeting {
@@ -152,11 +174,37 @@ pub enum Greeting {
         id: Option<RequestId>,
         epoch: Option<String>,
         presence: Vec<String>,
+        /// A frame to send first, once the subscription's start is fixed
+        /// (a Socket.IO CONNECT: whatever the client does after it, it
+        /// does after the start), or at the failure, if it fails.
+        prelude: Option<bytes::Bytes>,
     },
     /// An event stream (SSE): the presence list as an event, and an
     /// `event: reset` when the resume point is no longer in history (trimmed,
     /// or beyond the latest offset because the channel was reset).
     EventStream { presence: Vec<String> },
+}
+
+impl Greeting {
+    fn without_prelude(self) -> (Greeting, Option<bytes::Bytes>) {
+        match self {
+            Greeting::Subscribed {
+                id,
+                epoch,
+                presence,
+                prelude,
+            } => (
+                Greeting::Subscribed {
+                    id,
+                    epoch,
+                    presence,
+                    prelude: None,
+                },
+                prelude,
+            ),
+            stream => (stream, None),
+        }
+    }
 }
 
 /// The `reset` event for a stream resuming after `since` whose first page
@@ -260,18 +308,40 @@ impl Node {
         let hub = Arc::new(Hub::default());
         let broker = Arc::new(MemoryBroker::default());
         broker.attach(hub.clone());
-        Node::start(config, hub, history, broker)
+        Node::start(config, hub, history, broker, Arc::default())
+    }
+
+    /// A node of the Redis engine: history, offsets and presence shared
+    /// with every node on the same Redis (and `prefix`).
+    pub async fn redis(config: NodeConfig, redis: &RedisConfig) -> Result<Arc<Node>, HistoryError> {
+        let connection = crate::redis::Redis::connect(redis).await?;
+        let history = Arc::new(RedisHistory::new(
+            connection.clone(),
+            config.retention.max_count,
+            config.idempotency,
+        ));
+        let hub = Arc::new(Hub::default());
+        let pipeline = Arc::new(PipelineStats::default());
+        let broker = Arc::new(RedisBroker::start(
+            connection,
+            history.clone(),
+            hub.clone(),
+            pipeline.clone(),
+            redis.node_ttl,
+        ));
+        Node::start(config, hub, history, broker, pipeline)
     }
 
     /// Builds a node from its parts and starts its writer thread and
-    /// background tasks. The broker must already deliver to `hub`.
+    /// background tasks. The broker must already deliver to `hub` (and
+    /// time its fan-outs in `pipeline`).
     pub fn start(
         config: NodeConfig,
         hub: Arc<Hub>,
         history: Arc<dyn HistoryStore>,
         broker: Arc<dyn Broker>,
+        pipeline: Arc<PipelineStats>,
     ) -> Result<Arc<Node>, HistoryError> {
-        let pipeline = Arc::new(PipelineStats::default());
         let writer = group_commit::start(
             WriterConfig {
                 append_queue: config.append_queue,
@@ -313,9 +383,20 @@ impl Node {
             .map_err(|e| HistoryError::io("settle task failed", e.into()))?
     }
 
+    /// The node is stopping, its connections closed: what it holds in a
+    /// shared store (its users' presence in Redis) goes now.
+    pub async fn stop(&self) {
+        self.broker.stop().await;
+    }
+
     /// Where published messages spend their time (`GET /api/pipeline`).
     pub fn pipeline(&self) -> &PipelineStats {
         &self.pipeline
+    }
+
+    /// Whether the engine is shared with other nodes (Redis).
+    pub fn spans_nodes(&self) -> bool {
+        self.broker.spans_nodes()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -367,6 +448,7 @@ impl Node {
         // Joining the hub comes first: whatever is stored after this point
         // also arrives live, so the replay that follows cannot leave a gap.
         let joined = self.hub.subscribe(channel, subscriber.clone())?;
+        self.broker.watch(channel);
         if joined.first_for_user {
             self.broker.publish(ChannelEvent::Join {
                 channel: channel.clone(),
@@ -378,6 +460,7 @@ impl Node {
 
     /// Completes a [`Node::join`]: the greeting, then (with `since`) every
     /// stored message after it, then live messages — no gap, no duplicate.
+    /// On failure (the store unreachable) the join is undone.
     pub async fn catch_up(
         &self,
         subscriber: SubscriberHandle,
@@ -385,6 +468,34 @@ impl Node {
         since: Option<u64>,
         greeting: Greeting,
     ) -> Result<(), NodeError> {
+        let id = subscriber.id;
+        let outbox = subscriber.outbox.clone();
+        let (greeting, mut prelude) = greeting.without_prelude();
+        let result = self
+            .try_catch_up(subscriber, &channel, since, greeting, &mut prelude)
+            .await;
+        if let Err(NodeError::Storage(_)) = &result {
+            self.unsubscribe(&channel, id);
+        }
+        if let Some(prelude) = prelude {
+            // The failure, or an error, comes after it.
+            let _ = outbox.push_when_room(prelude).await;
+        }
+        result
+    }
+
+    async fn try_catch_up(
+        &self,
+        subscriber: SubscriberHandle,
+        channel: &ChannelName,
+        since: Option<u64>,
+        greeting: Greeting,
+        prelude: &mut Option<bytes::Bytes>,
+    ) -> Result<(), NodeError> {
+        let channel = channel.clone();
+        // Live messages from other nodes first, so the replay below meets them.
+        self.broker.ready(&channel).await?;
+        let greeting = self.with_cluster_presence(&channel, greeting).await?;
         let position = self.history.position(&channel).await?;
         let outbox = &subscriber.outbox;
         // For an event stream, the offset the client asked for (`reset`
@@ -394,7 +505,11 @@ impl Node {
                 id,
                 epoch,
                 presence,
+                ..
             } => {
+                if let Some(prelude) = prelude.take() {
+                    outbox.push_when_room(prelude).await?;
+                }
                 let subscribed = subscribed_reply(
                     &subscriber.wire,
                     id.as_ref(),
@@ -492,9 +607,51 @@ impl Node {
         }
     }
 
+    /// A greeting whose presence list covers every node, when the broker
+    /// spans nodes (with this node's own, which Redis may not have yet).
+    async fn with_cluster_presence(
+        &self,
+        channel: &ChannelName,
+        greeting: Greeting,
+    ) -> Result<Greeting, HistoryError> {
+        Ok(match greeting {
+            Greeting::Subscribed {
+                id,
+                epoch,
+                presence,
+                prelude,
+            } => Greeting::Subscribed {
+                id,
+                epoch,
+                presence: self.merge_presence(channel, presence).await?,
+                prelude,
+            },
+            Greeting::EventStream { presence } => Greeting::EventStream {
+                presence: self.merge_presence(channel, presence).await?,
+            },
+        })
+    }
+
+    async fn merge_presence(
+        &self,
+        channel: &ChannelName,
+        mut local: Vec<String>,
+    ) -> Result<Vec<String>, HistoryError> {
+        if let Some(everywhere) = self.broker.presence(channel).await? {
+            local.extend(everywhere);
+            local.sort_unstable();
+            local.dedup();
+        }
+        Ok(local)
+    }
+
     /// Ends one subscription, announcing a `leave` if it was the user's last.
     pub fn unsubscribe(&self, channel: &ChannelName, id: ConnectionId) {
-        if let Some(username) = self.hub.unsubscribe(channel, id) {
+        let Some(left) = self.hub.unsubscribe(channel, id) else {
+            return;
+        };
+        self.broker.unwatch(channel);
+        if let Some(username) = left {
             self.broker.publish(ChannelEvent::Leave {
                 channel: channel.clone(),
                 username,
@@ -516,8 +673,11 @@ impl Node {
         self.history.read(channel, query, limit).await
     }
 
-    pub fn presence(&self, channel: &ChannelName) -> Vec<String> {
-        self.hub.presence(channel)
+    /// Usernames online in `channel`, sorted: on every node, with the
+    /// Redis engine.
+    pub async fn presence(&self, channel: &ChannelName) -> Result<Vec<String>, HistoryError> {
+        self.merge_presence(channel, self.hub.presence(channel))
+            .await
     }
 
     /// Every channel with history or subscribers.

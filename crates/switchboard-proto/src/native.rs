@@ -106,6 +106,9 @@ pub enum ErrorCode {
     InvalidIdempotencyKey,
     /// Storage failed; the request may be retried.
     Internal,
+    /// The store is out of reach (the Redis engine's Redis is down): nothing
+    /// was stored; retry once it is back.
+    Unavailable,
 }
 
 impl RequestError {

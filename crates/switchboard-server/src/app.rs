@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use switchboard_core::history::{HistoryError, Retention};
 use switchboard_core::idempotency::KeyRetention;
+use switchboard_core::redis::RedisConfig;
 use switchboard_core::{Node, NodeConfig};
 
-use crate::config::Config;
+use crate::config::{Config, Engine};
 use crate::connections::Connections;
 
 #[derive(Clone)]
@@ -34,8 +35,9 @@ pub struct WsSettings {
 }
 
 impl AppState {
-    /// Opens the history store under `config.data_dir` and starts the node.
-    pub fn new(config: Config) -> Result<Self, HistoryError> {
+    /// Opens the engine's store (under `config.data_dir`, or in Redis) and
+    /// starts the node.
+    pub async fn new(config: Config) -> Result<Self, HistoryError> {
         let ws = WsSettings {
             max_message_size: config.max_message_size,
             max_queued_bytes: config.max_queued_bytes,
@@ -61,7 +63,17 @@ impl AppState {
                 max_keys: config.idempotency_max_keys,
             },
         };
-        let node = Node::embedded(node_config, &config.data_dir)?;
+        let node = match config.engine {
+            Engine::Embedded => Node::embedded(node_config, &config.data_dir)?,
+            Engine::Redis => {
+                let redis = RedisConfig {
+                    url: config.redis_url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    node_ttl: config.node_ttl,
+                };
+                Node::redis(node_config, &redis).await?
+            }
+        };
         Ok(AppState {
             config: Arc::new(config),
             ws: Arc::new(ws),

@@ -19,6 +19,36 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Where history, offsets and presence live: `embedded` (SQLite in
+    /// `--data-dir`, one node) or `redis` (shared by every node on the same
+    /// `--redis-url`, which then act as one).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ENGINE",
+        value_enum,
+        default_value = "embedded"
+    )]
+    pub engine: Engine,
+
+    /// The Redis server of `--engine redis`: `redis://[:PASSWORD@]HOST:PORT/DB`,
+    /// or `rediss://…` for TLS. A standalone Redis (Redis Cluster is refused).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key and pub/sub topic: nodes with the same
+    /// prefix share channels; another prefix is another deployment.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
+    pub redis_prefix: String,
+
+    /// With `--engine redis`: how soon the users of a node that stops
+    /// (killed, cut off from Redis) leave presence on the other nodes.
+    #[arg(long, env = "SWITCHBOARD_NODE_TTL", default_value = "15s", value_parser = node_ttl)]
+    pub node_ttl: Duration,
+
     /// Serve files from this directory (the document root) at every path the
     /// server does not claim. An `index.html` at its top replaces the chat
     /// page at `/`; the chat page stays at `/chat/`.
@@ -189,6 +219,26 @@ pub struct Config {
     /// telling every WebSocket client 1001 (going away).
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// Where a node keeps history, offsets and presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// SQLite in `--data-dir`, an in-process hub: one node.
+    Embedded,
+    /// Redis at `--redis-url`, shared by many nodes.
+    Redis,
+}
+
+/// Shortest `--node-ttl`: the heartbeat runs five times per TTL.
+const MIN_NODE_TTL: Duration = Duration::from_secs(1);
+
+fn node_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if ttl < MIN_NODE_TTL {
+        return Err(format!("{text} is shorter than the least node TTL, 1s"));
+    }
+    Ok(ttl)
 }
 
 /// Longest `--commit-interval`: past it, messages wait long enough for

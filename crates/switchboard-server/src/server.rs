@@ -66,7 +66,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let document_root = open_document_root(&config)?;
-    let state = AppState::new(config)?;
+    let state = AppState::new(config).await?;
     let socketio = SocketIo::new(&state).map_err(StartError::SocketIoClient)?;
     if state.config.socketio_conformance {
         tracing::warn!(
@@ -116,6 +116,12 @@ pub async fn run(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("history not settled at shutdown: {e}"),
         Err(_) => tracing::warn!("history not settled within the shutdown timeout"),
+    }
+    if tokio::time::timeout(state.config.shutdown_timeout, state.node.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the engine did not stop within the shutdown timeout");
     }
     Ok(())
 }

@@ -105,9 +105,22 @@ pub enum HistoryError {
     /// stopped thread).
     #[error("storage error: {0}")]
     Storage(String),
+    /// The store cannot be reached (Redis down or partitioned): nothing was
+    /// stored, and a retry may succeed once it is back.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl HistoryError {
+    /// Whether the store was out of reach (as opposed to failing).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            HistoryError::Unavailable(_) => true,
+            HistoryError::Shared(shared) => shared.is_unavailable(),
+            _ => false,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> HistoryError {
         HistoryError::Io {
             context: context.into(),

@@ -168,7 +168,7 @@ pub async fn channel_presence(
     channel: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let channel = channel_name(channel)?;
-    let users = state.node.presence(&channel);
+    let users = state.node.presence(&channel).await.map_err(storage_error)?;
     Ok(Json(json!({ "channel": channel.as_str(), "users": users })))
 }
 

@@ -10,13 +10,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use switchboard_core::history::HistoryQuery;
+use bytes::Bytes;
+use switchboard_core::history::{HistoryError, HistoryQuery};
 use switchboard_core::hub::{SubscribeError, SubscriberHandle};
 use switchboard_core::idempotency::IdempotencyKey;
-use switchboard_core::node::{AckTarget, Greeting, PublishError, subscribed_reply};
+use switchboard_core::node::{
+    AckTarget, Greeting, PublishError, storage_error_code, subscribed_reply,
+};
 use switchboard_core::{ChannelName, Node};
 use switchboard_proto::native::{ErrorCode, RequestError, RequestId, ServerMessage};
 
+use crate::transport::publish_gate::{HeldPublish, PublishGate};
 use crate::transport::work_budget::WorkBudget;
 
 /// Default and largest `limit` of a history request.
@@ -50,6 +54,9 @@ pub struct ChannelSession {
     /// idle connection less than a hash set, and a scan of it is as quick.
     subscriptions: Vec<ChannelName>,
     limits: SessionLimits,
+    /// With an engine shared by many nodes, from the first subscription:
+    /// publishes wait while a subscription reads its start.
+    gate: Option<Arc<PublishGate>>,
 }
 
 impl ChannelSession {
@@ -59,6 +66,7 @@ impl ChannelSession {
             me,
             subscriptions: Vec::new(),
             limits,
+            gate: None,
         }
     }
 
@@ -89,6 +97,24 @@ impl ChannelSession {
         epoch: Option<String>,
         id: Option<RequestId>,
     ) -> Result<(), Failure> {
+        self.subscribe_with(channel, since, epoch, id, None)
+    }
+
+    /// Joins `channel` from now on, with `prelude` sent once the join's
+    /// start is fixed: a Socket.IO CONNECT, so that nothing the client
+    /// does or hears of after it can fall before its subscription.
+    pub fn subscribe_after(&mut self, channel: ChannelName, prelude: Bytes) -> Result<(), Failure> {
+        self.subscribe_with(channel, None, None, None, Some(prelude))
+    }
+
+    fn subscribe_with(
+        &mut self,
+        channel: ChannelName,
+        since: Option<u64>,
+        epoch: Option<String>,
+        id: Option<RequestId>,
+        prelude: Option<Bytes>,
+    ) -> Result<(), Failure> {
         if self.subscriptions.len() >= self.limits.max_subscriptions
             && !self.subscriptions.contains(&channel)
         {
@@ -107,7 +133,18 @@ impl ChannelSession {
             // Most sessions stay in one channel: room for one, not four.
             self.subscriptions.reserve_exact(1);
         }
-        self.subscriptions.push(channel.clone());
+        // Listed already if a subscription failed to catch up (the node
+        // undid that join): the channel is joined again, listed once.
+        if !self.subscriptions.contains(&channel) {
+            self.subscriptions.push(channel.clone());
+        }
+        // Without `since` the subscription starts where the store is when it
+        // reads: this session's publishes wait for that, to come back to it.
+        let gate = (since.is_none() && self.node.spans_nodes()).then(|| {
+            let gate = self.gate.get_or_insert_with(Default::default).clone();
+            gate.starting();
+            gate
+        });
         let node = self.node.clone();
         let me = self.me.clone();
         let permit = self.limits.work.start();
@@ -122,12 +159,16 @@ impl ChannelSession {
                         id: id.clone(),
                         epoch,
                         presence,
+                        prelude,
                     },
                 )
                 .await;
+            if let Some(gate) = gate {
+                gate.started(&node, &me);
+            }
             if let Err(e) = result {
                 tracing::debug!(conn = me.id, %channel, "subscribe failed: {e}");
-                send_error(&me, ErrorCode::Internal, &e.to_string(), id.as_ref());
+                send_error(&me, e.code(), &e.to_string(), id.as_ref());
             }
         });
         Ok(())
@@ -169,16 +210,23 @@ impl ChannelSession {
             subscriber: self.me.clone(),
             id: id.clone(),
         };
-        self.node
-            .publish(channel, self.me.username.clone(), msg, idempotency_key, ack)
-            .map_err(|e| {
-                let code = match e {
-                    PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
-                    PublishError::Overloaded => ErrorCode::Overloaded,
-                    PublishError::Storage(_) => ErrorCode::Internal,
+        let published = match &self.gate {
+            Some(gate) => {
+                let held = HeldPublish {
+                    channel,
+                    msg,
+                    idempotency_key,
+                    ack,
                 };
-                request_error(code, e.to_string(), id)
-            })
+                gate.publish(&self.node, &self.me, held)
+            }
+            None => {
+                let username = self.me.username.clone();
+                self.node
+                    .publish(channel, username, msg, idempotency_key, ack)
+            }
+        };
+        published.map_err(|e| request_error(publish_error_code(&e), e.to_string(), id))
     }
 
     /// Reads a page of history and queues it as the reply.
@@ -208,7 +256,30 @@ impl ChannelSession {
                         let _ = me.outbox.push_when_room(reply).await;
                     }
                 }
-                Err(e) => send_error(&me, ErrorCode::Internal, &e.to_string(), id.as_ref()),
+                Err(e) => send_error(&me, storage_error_code(&e), &e.to_string(), id.as_ref()),
+            }
+        });
+    }
+
+    /// Reads who is online in `channel` (on every node) and queues the reply.
+    pub fn spawn_presence(&self, channel: ChannelName, id: Option<RequestId>) {
+        let node = self.node.clone();
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            match node.presence(&channel).await {
+                Ok(users) => {
+                    let reply = me
+                        .wire
+                        .encode_reply(id.as_ref(), |id| ServerMessage::Presence {
+                            id,
+                            channel: channel.as_str(),
+                            users: &users,
+                        });
+                    if let Some(reply) = reply {
+                        let _ = me.outbox.push_when_room(reply).await;
+                    }
+                }
+                Err(e) => send_error(&me, storage_error_code(&e), &e.to_string(), id.as_ref()),
             }
         });
     }
@@ -221,16 +292,20 @@ impl ChannelSession {
         let permit = self.limits.work.start();
         tokio::spawn(async move {
             let _permit = permit;
-            match node.position(&channel).await {
-                Ok(position) => {
-                    let presence = node.presence(&channel);
+            let answer = async {
+                let position = node.position(&channel).await?;
+                let presence: Vec<String> = node.presence(&channel).await?;
+                Ok::<_, HistoryError>((position, presence))
+            };
+            match answer.await {
+                Ok((position, presence)) => {
                     let reply =
                         subscribed_reply(&me.wire, id.as_ref(), &channel, &position, &presence);
                     if let Some(reply) = reply {
                         let _ = me.outbox.push_when_room(reply).await;
                     }
                 }
-                Err(e) => send_error(&me, ErrorCode::Internal, &e.to_string(), id.as_ref()),
+                Err(e) => send_error(&me, storage_error_code(&e), &e.to_string(), id.as_ref()),
             }
         });
     }
@@ -284,6 +359,15 @@ pub fn send_error(me: &SubscriberHandle, code: ErrorCode, reason: &str, id: Opti
         .encode_reply(id, |id| ServerMessage::Error { code, reason, id })
     {
         let _ = me.outbox.try_push(frame);
+    }
+}
+
+/// The error code of a refused publish.
+pub fn publish_error_code(error: &PublishError) -> ErrorCode {
+    match error {
+        PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+        PublishError::Overloaded => ErrorCode::Overloaded,
+        PublishError::Storage(e) => storage_error_code(e),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod channel_session;
 pub mod native;
 pub mod outbox_writer;
+pub mod publish_gate;
 pub mod send_queue;
 pub mod socketio;
 pub mod sse;

@@ -110,13 +110,7 @@ impl ChatSession {
             }
             Request::Presence { channel, id } => {
                 let channel = parse_channel(&channel, &id)?;
-                let users = self.channels.node().presence(&channel);
-                let reply = ServerMessage::Presence {
-                    id: id.as_ref(),
-                    channel: channel.as_str(),
-                    users: &users,
-                };
-                replies.send_text(&reply.to_json());
+                self.channels.spawn_presence(channel, id);
                 Ok(())
             }
             Request::Ping { id } => {

@@ -11,15 +11,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::redis_server::RedisServer;
+
 /// Upper bound for any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The server running in this process, with its own data directory.
+/// The server running in this process, with its own data directory, and
+/// its own `redis-server` when the tests run against the Redis engine.
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), StartError>>,
     _data: tempfile::TempDir,
+    _redis: Option<RedisServer>,
+}
+
+/// Whether `SWITCHBOARD_TEST_ENGINE=redis` asks for the Redis engine: the
+/// protocol tests then run against it, each server on a Redis of its own.
+pub fn testing_redis_engine() -> bool {
+    std::env::var("SWITCHBOARD_TEST_ENGINE").is_ok_and(|engine| engine == "redis")
 }
 
 impl TestServer {
@@ -33,6 +43,10 @@ impl TestServer {
             data_dir: data.path().to_path_buf(),
             ..Config::default()
         };
+        let redis = testing_redis_engine().then(RedisServer::start);
+        if let Some(redis) = &redis {
+            redis.configure(&mut config);
+        }
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -45,6 +59,7 @@ impl TestServer {
             stop: Some(stop),
             task,
             _data: data,
+            _redis: redis,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod bounded;
 mod channels;
+mod cluster;
 mod common;
 mod deflate;
 mod durability;
@@ -11,6 +12,7 @@ mod idempotency;
 mod keepalive;
 mod pipeline;
 mod protocol;
+mod redis_server;
 mod shutdown;
 mod socketio;
 mod sse;

@@ -7,6 +7,8 @@ use crate::common::{ChatClient, RawClient, TestServer, WAIT, get_json};
 async fn the_pipeline_counts_every_commit_and_write_and_starts_over_on_delete() {
     let server = TestServer::start().await;
     let (mut reader, _) = ChatClient::connect(server.addr, "/ws?user=reader&channel=hops").await;
+    // Its subscription starts at the offset this names.
+    reader.recv_type("subscribed").await;
     let (mut writer, _) = ChatClient::connect(server.addr, "/ws?user=writer").await;
     for offset in 1..=5 {
         assert_eq!(writer.publish_acked("hops", "hello").await, offset);

@@ -785,7 +785,7 @@ async fn a_stream_of_one_channel_is_well_formed_chunked_http_to_its_last_chunk()
             "GET /sse?channel=raw HTTP/1.1\r\nHost: {addr}\r\n\r\n"
         ))
         .await;
-    assert_eq!(head.status, 200);
+    assert_eq!(head.status, 200, "{head:?}");
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
     let mut body = Vec::new();
     let has = |body: &[u8], marker: &[u8]| body.windows(marker.len()).any(|w| w == marker);

@@ -7,6 +7,7 @@
 //! acknowledgement. Server events: `message`, `join`, `leave` and `error`
 //! (a failed request that asked for no acknowledgement).
 
+use bytes::Bytes;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -209,9 +210,9 @@ impl Namespaces for ChatNamespaces {
         Ok(Connected { pid })
     }
 
-    fn connected(&mut self, _namespace: &str, _session: &Session) {
+    fn connected(&mut self, _namespace: &str, session: &Session, reply: Bytes) {
         let Some(connection) = &mut self.connected else {
-            return;
+            return session.send_frame(reply);
         };
         if let (Some(recovery), Some((pid, _))) = (&self.recovery, &connection.recoverable) {
             recovery.live(*pid);
@@ -219,11 +220,15 @@ impl Namespaces for ChatNamespaces {
         // Subscribing cannot fail on a new session (nothing is subscribed,
         // and a recovered one has at most its former channels).
         match connection.rejoin.take().map(|rejoin| *rejoin) {
-            None => {}
+            None => session.send_frame(reply),
+            // CONNECT once the channel's start is fixed: what the client
+            // publishes, or anyone else does, after it is delivered to it.
             Some(Rejoin::Channel(channel)) => {
-                let _ = connection.channels.subscribe(channel, None, None, None);
+                let _ = connection.channels.subscribe_after(channel, reply);
             }
+            // Replayed from the recovery offsets: nothing can fall between.
             Some(Rejoin::Recovered(resumed)) => {
+                session.send_frame(reply);
                 for (channel, offset) in resumed.channels {
                     let _ = connection
                         .channels
@@ -323,12 +328,7 @@ fn handle(
         "presence" => {
             let ChannelArgs { channel } = args(event, &id)?;
             let channel = parse_channel(&channel, &id)?;
-            let users = channels.node().presence(&channel);
-            reply(channels.me(), id.as_ref(), |id| ServerMessage::Presence {
-                id,
-                channel: channel.as_str(),
-                users: &users,
-            });
+            channels.spawn_presence(channel, id);
             Ok(())
         }
         other => Err(request_error(

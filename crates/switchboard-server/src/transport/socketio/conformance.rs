@@ -5,6 +5,7 @@
 //! and greets each connection to `/` or `/custom` with an `auth` event
 //! carrying the handshake's `auth`. No channel is touched.
 
+use bytes::Bytes;
 use std::collections::HashMap;
 
 use serde_json::value::RawValue;
@@ -47,7 +48,8 @@ impl Namespaces for ReferenceNamespaces {
         Ok(Connected::default())
     }
 
-    fn connected(&mut self, namespace: &str, session: &Session) {
+    fn connected(&mut self, namespace: &str, session: &Session, reply: Bytes) {
+        session.send_frame(reply);
         let auth = &self.auth[namespace];
         emit(session, namespace, "auth", &[auth], &[]);
     }

@@ -2,6 +2,7 @@
 //! their binary attachments, and acknowledgements. What a namespace does
 //! with events is its [`Namespaces`] implementation's.
 
+use bytes::Bytes;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -22,8 +23,12 @@ pub trait Namespaces: Send + 'static {
         session: &Session,
     ) -> Result<Connected, String>;
 
-    /// The namespace is connected and its reply sent: it may send events.
-    fn connected(&mut self, _namespace: &str, _session: &Session) {}
+    /// The namespace is connected: `reply` is its CONNECT packet (a frame),
+    /// which must go before any of its events. Sent at once unless the
+    /// namespace sends it itself, later.
+    fn connected(&mut self, _namespace: &str, session: &Session, reply: Bytes) {
+        session.send_frame(reply);
+    }
 
     /// The client left `namespace` (or the session ended).
     fn disconnect(&mut self, namespace: &str);
@@ -167,7 +172,7 @@ impl<N: Namespaces> SocketLayer<N> {
                     (Version::V4, None) => Some(format!(r#"{{"sid":"{}"}}"#, RandomId::random())),
                     (Version::V3, _) => None,
                 };
-                session.send_message(&socketio::encode(
+                let reply = session.message_frame(&socketio::encode(
                     PacketType::Connect,
                     namespace,
                     0,
@@ -176,7 +181,7 @@ impl<N: Namespaces> SocketLayer<N> {
                 ));
                 self.connected.add(namespace);
                 self.ever_connected = true;
-                self.namespaces.connected(namespace, session);
+                self.namespaces.connected(namespace, session, reply);
             }
             Err(message) => {
                 let data = match self.version {

@@ -283,10 +283,20 @@ impl Session {
 
     /// Queues a message packet: `4` and `data`.
     pub fn send_message(&self, data: &str) {
+        self.send_frame(self.message_frame(data));
+    }
+
+    /// A message packet as the frame [`Session::send_message`] would queue.
+    pub fn message_frame(&self, data: &str) -> Bytes {
         let mut packet = String::with_capacity(data.len() + 1);
         packet.push(PacketType::Message.digit());
         packet.push_str(data);
-        self.send_text(&packet);
+        frame::encode(OpCode::Text, false, packet.as_bytes())
+    }
+
+    /// Queues a frame made by [`Session::message_frame`].
+    pub fn send_frame(&self, frame: Bytes) {
+        push_or_close(&self.outbox, frame);
     }
 
     /// Queues a binary message packet.
