@@ -26,7 +26,8 @@ output = threading.Lock()
 
 
 def emit_line(value):
-    # Events arrive on the client's own thread: one whole line at a time.
+    # python-engineio runs each event handler on a new thread: one whole
+    # line at a time, in whatever order the threads run.
     with output:
         sys.stdout.write(json.dumps(value) + "\n")
         sys.stdout.flush()

@@ -394,6 +394,11 @@ impl Node {
         &self.pipeline
     }
 
+    /// Messages to other nodes on the same engine (Redis only).
+    pub fn relay(&self) -> Option<crate::redis::Relay> {
+        self.broker.relay()
+    }
+
     /// Whether the engine is shared with other nodes (Redis).
     pub fn spans_nodes(&self) -> bool {
         self.broker.spans_nodes()

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::http::{self, DocumentRoot};
 use crate::socket::{AbortConnection, HttpSocket};
 use crate::transport::socketio::SocketIo;
+use crate::transport::socketio::forward::Forwarder;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +75,9 @@ pub async fn run(
              reference servers, not the channels; for testing only"
         );
     }
-    let router = http::router(state.clone(), document_root, Arc::new(socketio));
+    let socketio = Arc::new(socketio);
+    Forwarder::start(socketio.clone(), state.clone()).await;
+    let router = http::router(state.clone(), document_root, socketio);
     let stop = CancellationToken::new();
     let http_tasks = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {

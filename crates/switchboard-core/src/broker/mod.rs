@@ -108,6 +108,11 @@ pub trait Broker: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Messages between nodes, when the broker spans them.
+    fn relay(&self) -> Option<crate::redis::Relay> {
+        None
+    }
+
     /// The node is stopping: what it holds in a shared store (its presence)
     /// goes now instead of expiring.
     async fn stop(&self) {}

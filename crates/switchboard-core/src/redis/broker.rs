@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::fanout::{Command, Fanout};
 use super::history::RedisHistory;
 use super::presence::{Change, PresenceKeeper};
-use super::{Redis, redis_error};
+use super::{Redis, Relay, redis_error};
 use crate::broker::{Broker, ChannelEvent};
 use crate::channel::ChannelName;
 use crate::history::HistoryError;
@@ -109,6 +109,13 @@ impl Broker for RedisBroker {
             .await
             .map_err(redis_error)?;
         Ok(Some(users))
+    }
+
+    fn relay(&self) -> Option<Relay> {
+        Some(Relay {
+            redis: self.redis.clone(),
+            fanout: self.fanout.clone(),
+        })
     }
 
     async fn stop(&self) {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use ::redis::Msg;
 use ::redis::aio::{PubSubSink, PubSubStream};
+use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use switchboard_proto::Publication;
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +43,12 @@ pub(crate) enum Command {
     Ready(ChannelName, oneshot::Sender<Result<(), HistoryError>>),
     /// Acks of messages this node stored, sent once it has delivered them.
     Acks(Vec<(Arc<Publication>, AckTarget)>),
+    /// Messages to a relay topic go to this receiver; told once listening.
+    Listen(
+        String,
+        mpsc::UnboundedSender<Bytes>,
+        Option<oneshot::Sender<()>>,
+    ),
 }
 
 /// Most events taken off the connection before they are handed to the hub:
@@ -93,6 +100,8 @@ pub(crate) struct Fanout {
     topic_prefix: String,
     /// Acks whose messages were delivered, sent after the delivery.
     released: Vec<(Arc<Publication>, AckTarget)>,
+    /// Relay topics this node listens on, and where their messages go.
+    relays: HashMap<String, mpsc::UnboundedSender<Bytes>>,
 }
 
 /// Why serving a connection ended.
@@ -121,6 +130,7 @@ impl Fanout {
             channels: HashMap::new(),
             topic_prefix,
             released: Vec::new(),
+            relays: HashMap::new(),
         }
     }
 
@@ -168,6 +178,9 @@ impl Fanout {
     }
 
     async fn resubscribe(&mut self, sink: &mut PubSubSink) -> Result<(), HistoryError> {
+        for topic in self.relays.keys() {
+            sink.subscribe(topic).await.map_err(super::redis_error)?;
+        }
         let channels: Vec<ChannelName> = self.channels.keys().cloned().collect();
         for channel in channels {
             sink.subscribe(self.redis.topic(channel.as_str()))
@@ -260,6 +273,13 @@ impl Fanout {
                 let _ = reply.send(answer);
             }
             Command::Acks(acks) => self.hold_acks(acks),
+            Command::Listen(topic, deliver, listening) => {
+                self.relays.insert(topic.clone(), deliver);
+                sink.subscribe(&topic).await.map_err(super::redis_error)?;
+                if let Some(listening) = listening {
+                    let _ = listening.send(());
+                }
+            }
         }
         Ok(())
     }
@@ -317,6 +337,10 @@ impl Fanout {
             }
             // Held until the reconnect delivers them.
             Command::Acks(acks) => self.hold_acks(acks),
+            // Subscribed at the reconnect.
+            Command::Listen(topic, deliver, _) => {
+                self.relays.insert(topic, deliver);
+            }
         }
     }
 
@@ -429,6 +453,10 @@ impl Fanout {
     async fn deliver(&mut self, burst: Vec<Msg>) {
         let mut events = Vec::with_capacity(burst.len());
         for message in burst {
+            if let Some(relay) = self.relays.get(message.get_channel_name()) {
+                let _ = relay.send(Bytes::copy_from_slice(message.get_payload_bytes()));
+                continue;
+            }
             let Some(channel) = message
                 .get_channel_name()
                 .strip_prefix(&self.topic_prefix)

@@ -10,13 +10,16 @@
 //!   any gap from history; its `presence` task keeps this node's part of
 //!   presence in Redis, with a heartbeat that lets the others drop a dead
 //!   node's users.
+//! - [`Relay`] (`relay`): messages from node to node, for the server's
+//!   Socket.IO long-polling without sticky sessions.
 //!
 //! Keys, all under the prefix (`--redis-prefix`, `switchboard` by default):
 //! `P:meta:CH` (hash: `epoch`, `offset`), `P:history:CH` (sorted set of
 //! entries scored by offset), `P:channels` (set), `P:key:…` (idempotency
 //! keys, expiring), `P:presence:CH` (hash: user → nodes they are on),
 //! `P:node:ID` (set: a node's presence entries), `P:nodes` (sorted set:
-//! node → lease end). Pub/sub topic `P:ch:CH` carries a channel's events.
+//! node → lease end). Pub/sub topic `P:ch:CH` carries a channel's events,
+//! `P:relay:ADDRESS` what is relayed to a node.
 //!
 //! The scripts name keys they compute, so Redis Cluster (which needs every
 //! key declared and in one slot) is refused at start.
@@ -26,9 +29,11 @@ mod entry;
 mod fanout;
 mod history;
 mod presence;
+mod relay;
 
 pub use broker::RedisBroker;
 pub use history::RedisHistory;
+pub use relay::{Relay, RelayError};
 
 use std::sync::Arc;
 use std::time::Duration;

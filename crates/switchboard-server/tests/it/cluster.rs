@@ -359,3 +359,195 @@ async fn redis_cluster_or_an_unreachable_redis_stops_the_start_with_a_clear_erro
     let message = error.to_string();
     assert!(message.contains("not Redis Cluster"), "{message}");
 }
+
+/// A long-polling Socket.IO client whose every request goes to the next
+/// node in turn, as behind a load balancer without sticky sessions.
+struct RoundRobinPolling {
+    http: reqwest::Client,
+    nodes: Vec<SocketAddr>,
+    next: usize,
+    query: String,
+}
+
+impl RoundRobinPolling {
+    async fn open(nodes: &[SocketAddr], user: &str, channel: &str) -> RoundRobinPolling {
+        let mut client = RoundRobinPolling {
+            http: reqwest::Client::new(),
+            nodes: nodes.to_vec(),
+            next: 0,
+            query: format!("EIO=4&transport=polling&user={user}&channel={channel}"),
+        };
+        let (_, body) = client.request(None).await;
+        let open: Value = serde_json::from_str(&body.split('\x1e').next().unwrap()[1..]).unwrap();
+        client.query += &format!("&sid={}", open["sid"].as_str().unwrap());
+        client
+    }
+
+    /// A GET (`None`) or a POST of `body` to the next node.
+    async fn request(&mut self, body: Option<String>) -> (u16, String) {
+        let url = format!("http://{}/socket.io/?{}", self.nodes[self.next], self.query);
+        self.next = (self.next + 1) % self.nodes.len();
+        let request = match body {
+            None => self.http.get(url),
+            Some(body) => self.http.post(url).body(body),
+        };
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Polls (on the next nodes) until `done` says the packets seen suffice.
+    async fn poll_until(&mut self, seen: &mut Vec<String>, done: impl Fn(&[String]) -> bool) {
+        tokio::time::timeout(WAIT, async {
+            while !done(seen) {
+                let (status, body) = self.request(None).await;
+                assert_eq!(status, 200, "{body}");
+                seen.extend(body.split('\x1e').map(str::to_owned));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("not all packets arrived: {seen:?}"));
+    }
+}
+
+#[tokio::test]
+async fn socketio_polling_without_sticky_sessions_chats_with_no_loss() {
+    const EACH: usize = 20;
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let mut clients = Vec::new();
+    for user in ["xena", "yuri"] {
+        let mut client = RoundRobinPolling::open(&addrs, user, "rr").await;
+        assert_eq!(client.request(Some("40".into())).await, (200, "ok".into()));
+        let mut seen = Vec::new();
+        client
+            .poll_until(&mut seen, |seen| seen.iter().any(|p| p.starts_with("40{")))
+            .await;
+        clients.push(client);
+    }
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let user = client.query.split("user=").nth(1).unwrap()[..4].to_owned();
+                for i in 0..EACH {
+                    let packet =
+                        format!(r#"42{i}["publish",{{"channel":"rr","msg":"{user}-{i}"}}]"#);
+                    assert_eq!(client.request(Some(packet)).await, (200, "ok".into()));
+                }
+                let mut seen = Vec::new();
+                client
+                    .poll_until(&mut seen, |seen| {
+                        let messages = seen
+                            .iter()
+                            .filter(|p| p.starts_with(r#"42["message""#))
+                            .count();
+                        let acks = seen.iter().filter(|p| p.starts_with("43")).count();
+                        messages == 2 * EACH && acks == EACH
+                    })
+                    .await;
+                seen.into_iter()
+                    .filter_map(|p| {
+                        let args: Vec<Value> = serde_json::from_str(p.strip_prefix("42")?).ok()?;
+                        (args[0] == "message").then(|| {
+                            (
+                                args[1]["offset"].as_u64().unwrap(),
+                                args[1]["msg"].as_str().unwrap().to_owned(),
+                            )
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut views = Vec::new();
+    for task in tasks {
+        views.push(task.await.unwrap());
+    }
+    let offsets: Vec<u64> = views[0].iter().map(|m| m.0).collect();
+    assert_eq!(
+        offsets,
+        (1..=2 * EACH as u64).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+    assert_eq!(views[0], views[1], "both see one order");
+}
+
+#[tokio::test]
+async fn a_poll_for_a_session_of_a_node_that_is_gone_is_unknown_at_once() {
+    let redis = RedisServer::start();
+    let mut nodes = nodes(&redis, 2).await;
+    let client = RoundRobinPolling::open(&[nodes[0].addr], "zed", "gone").await;
+    let stopped = nodes.remove(0).shut_down();
+    stopped.await.unwrap().unwrap();
+    let url = format!("http://{}/socket.io/?{}", nodes[0].addr, client.query);
+    let started = Instant::now();
+    let response = client.http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 1, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_socketio_session_recovers_on_another_node() {
+    let redis = RedisServer::start();
+    // A short window, so that node two does not honour the offset merely
+    // as a node restarted within it.
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(
+            TestServer::with_config(|c| {
+                redis.configure(c);
+                c.recovery_window = Duration::from_millis(300);
+            })
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (one, two) = (nodes[0].addr, nodes[1].addr);
+    let mut before = RoundRobinPolling::open(&[one], "rita", "rec").await;
+    before.request(Some("40".into())).await;
+    let mut seen = Vec::new();
+    before
+        .poll_until(&mut seen, |seen| seen.iter().any(|p| p.starts_with("40{")))
+        .await;
+    let connect: Value =
+        serde_json::from_str(&seen.iter().find(|p| p.starts_with("40{")).unwrap()[2..]).unwrap();
+    let pid = connect["pid"].as_str().expect("recovery is on").to_owned();
+    post_message(two, "rec", json!({"username":"sam","msg":"m1"})).await;
+    before
+        .poll_until(&mut seen, |seen| seen.iter().any(|p| p.contains("\"m1\"")))
+        .await;
+    let last: Vec<Value> =
+        serde_json::from_str(&seen.iter().find(|p| p.contains("\"m1\"")).unwrap()[2..]).unwrap();
+    let offset = last[2].as_str().expect("the recovery offset").to_owned();
+    // Gone from node one; two messages while away.
+    assert_eq!(before.request(Some("1".into())).await.0, 200);
+    for msg in ["m2", "m3"] {
+        post_message(two, "rec", json!({"username":"sam","msg":msg})).await;
+    }
+    let mut after = RoundRobinPolling::open(&[two], "rita", "other").await;
+    let hello = json!({"pid": pid, "offset": offset}).to_string();
+    after.request(Some(format!("40{hello}"))).await;
+    let mut seen = Vec::new();
+    after
+        .poll_until(&mut seen, |seen| seen.iter().any(|p| p.contains("\"m3\"")))
+        .await;
+    let connect: Value =
+        serde_json::from_str(&seen.iter().find(|p| p.starts_with("40{")).unwrap()[2..]).unwrap();
+    assert_eq!(connect["pid"], pid.as_str(), "recovered: the same pid");
+    let missed: Vec<&str> = seen
+        .iter()
+        .filter_map(|p| {
+            ["\"m1\"", "\"m2\"", "\"m3\""]
+                .into_iter()
+                .find(|m| p.contains(*m))
+        })
+        .collect();
+    assert_eq!(
+        missed,
+        ["\"m2\"", "\"m3\""],
+        "what it missed, once, in order"
+    );
+}

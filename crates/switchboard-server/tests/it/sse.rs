@@ -376,6 +376,9 @@ async fn a_stream_of_several_channels_resumes_every_channel() {
         stream.next_named("presence").await.last_event_id,
         "alpha:1,beta:0"
     );
+    // Both channels live (each has its presence) before what follows, whose
+    // order across the two channels is then the order of publishing.
+    stream.next_named("presence").await;
     publish(server.addr, "beta", "b1").await;
     publish(server.addr, "alpha", "a2").await;
     let events = stream.messages(2).await;

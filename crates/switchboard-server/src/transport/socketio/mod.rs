@@ -10,11 +10,14 @@
 //!   attachments, acknowledgements;
 //! - [`chat`]: the channels' events on the main namespace;
 //! - [`recovery`]: connection-state recovery;
+//! - [`forward`]: polls relayed to the node that holds their session
+//!   (`--engine redis`: no sticky sessions);
 //! - [`conformance`]: the official test suites' reference servers
 //!   (`--socketio-conformance`).
 
 pub mod chat;
 pub mod conformance;
+pub mod forward;
 pub mod namespaces;
 pub mod polling;
 pub mod recovery;
@@ -40,10 +43,11 @@ use crate::transport::work_budget::WorkBudget;
 
 use chat::{ChatNamespaces, Handshake};
 use conformance::{EngineEcho, ReferenceNamespaces};
+use forward::Forwarder;
 use namespaces::SocketLayer;
 use polling::PollAnswer;
 use recovery::Recovery;
-use session::{EngineApp, Session, SessionSettings, Sessions, Transport};
+use session::{EngineApp, RandomId, Session, SessionSettings, Sessions, Transport};
 
 /// The Node server's default: how long a client has to connect a namespace.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
@@ -70,6 +74,8 @@ pub struct SocketIo {
     origins: AllowedOrigins,
     /// `None` with `--socketio-recovery off`.
     recovery: Option<Arc<Recovery>>,
+    /// With `--engine redis`: polls for sessions held by other nodes.
+    forwarder: Option<Forwarder>,
 }
 
 /// Origins whose pages may reach the endpoint, besides the server's own.
@@ -146,15 +152,24 @@ impl SocketIo {
             1_000_000,
             Duration::from_millis(1000),
         );
+        let sessions = Arc::new(Sessions::default());
+        // A long poll answers within a ping interval; the relay adds little.
+        let patience = config.ping_interval + config.ping_timeout;
+        let forwarder = state
+            .node
+            .relay()
+            .map(|relay| Forwarder::new(relay, sessions.tag, patience));
         Ok(SocketIo {
-            sessions: Arc::new(Sessions::default()),
+            sessions,
+            forwarder,
             channels: Arc::new(channels),
             conformance: Arc::new(conformance),
             client_js,
             origins: AllowedOrigins::from_config(&config.allowed_origins),
-            recovery: config
-                .socketio_recovery
-                .then(|| Arc::new(Recovery::new(config.recovery_window))),
+            recovery: config.socketio_recovery.then(|| {
+                let any_node = state.node.spans_nodes();
+                Arc::new(Recovery::new(config.recovery_window, any_node))
+            }),
         })
     }
 
@@ -236,7 +251,7 @@ impl SocketIo {
                 .await;
         };
         let Some(session) = self.sessions.get(sid).filter(|s| !s.expire_if_overdue()) else {
-            return engine_error(StatusCode::BAD_REQUEST, 1, "Session ID unknown", None);
+            return self.elsewhere(sid, websocket, request).await;
         };
         if session.version != version {
             return engine_error(
@@ -271,6 +286,23 @@ impl SocketIo {
             _ => PollAnswer::BadRequest,
         };
         polling_response(answer)
+    }
+
+    /// A request for a session this node does not hold: relayed to the
+    /// node that does (a poll, with the Redis engine), else unknown.
+    async fn elsewhere(&self, sid: &str, websocket: bool, request: Request) -> Response {
+        let unknown = || engine_error(StatusCode::BAD_REQUEST, 1, "Session ID unknown", None);
+        let owner = RandomId::parse(sid).map(|sid| sid.node_tag());
+        match (&self.forwarder, owner) {
+            (Some(forwarder), Some(owner)) if !websocket && owner != self.sessions.tag => {
+                let limit = self.channels.max_payload;
+                forwarder
+                    .forward(owner, request, limit)
+                    .await
+                    .unwrap_or_else(unknown)
+            }
+            _ => unknown(),
+        }
     }
 
     /// A request without `sid`: a new session.

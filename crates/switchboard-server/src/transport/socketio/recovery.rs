@@ -10,7 +10,10 @@
 //! subscription started, for a client that received no message in it.
 //! Live sessions cost nothing here. A client that comes back before the
 //! server noticed its old session drop gets its channels as well; the old
-//! session goes when its heartbeat fails.
+//! session goes when its heartbeat fails. With the Redis engine a client
+//! may come back to any node: one that never knew the session honours the
+//! offset alone, as after a restart (a subscription that had received no
+//! message yet is then not restored).
 //!
 //! [`RecoveryPositions`]: switchboard_core::recovery::RecoveryPositions
 
@@ -29,6 +32,9 @@ pub struct Recovery {
     /// A restart forgets every session: offsets are honoured for a window
     /// after the start.
     started: Instant,
+    /// Sessions may have lived on other nodes (the Redis engine): an
+    /// offset is honoured whatever the session.
+    any_node: bool,
     state: Mutex<State>,
 }
 
@@ -60,10 +66,11 @@ pub struct Resumed {
 }
 
 impl Recovery {
-    pub fn new(window: Duration) -> Self {
+    pub fn new(window: Duration, any_node: bool) -> Self {
         Recovery {
             window,
             started: Instant::now(),
+            any_node,
             state: Mutex::new(State::default()),
         }
     }
@@ -102,9 +109,10 @@ impl Recovery {
         let Some(record) = state.by_pid.remove(&pid) else {
             // Not ended here: still live (its drop not yet noticed), or
             // unknown because the server restarted since, within the
-            // window; either way the offset holds all there is.
+            // window, or the session was on another node; in each case the
+            // offset holds all there is.
             let live_or_restarted =
-                state.live.contains(&pid) || self.started.elapsed() <= self.window;
+                state.live.contains(&pid) || self.started.elapsed() <= self.window || self.any_node;
             return from_offset
                 .filter(|_| live_or_restarted)
                 .map(|channels| Resumed { channels });

@@ -164,18 +164,41 @@ pub struct Session {
     sessions: Arc<Sessions>,
 }
 
+/// The first bytes of every session id a node hands out: which node holds
+/// the session, for a poll that reaches another (`--engine redis`).
+pub type NodeTag = [u8; 4];
+
 /// The sessions a poll or an upgrade may name by `sid`.
-#[derive(Default)]
 pub struct Sessions {
     /// Read by every poll and POST, written at open and close: polls on
     /// every thread look up at once.
     by_sid: RwLock<HashMap<RandomId, Arc<Session>>>,
+    /// This node's tag, random per start.
+    pub tag: NodeTag,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        let mut tag = [0u8; 4];
+        getrandom::fill(&mut tag).expect("the system's random source works");
+        Sessions {
+            by_sid: RwLock::default(),
+            tag,
+        }
+    }
 }
 
 impl Sessions {
     pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
         let sid = RandomId::parse(sid)?;
         self.by_sid.read().get(&sid).cloned()
+    }
+
+    /// A new session id, tagged with this node.
+    fn new_sid(&self) -> RandomId {
+        let mut sid = RandomId::random();
+        sid.0[..4].copy_from_slice(&self.tag);
+        sid
     }
 }
 
@@ -189,6 +212,11 @@ impl RandomId {
         let mut bytes = [0u8; 15];
         getrandom::fill(&mut bytes).expect("the system's random source works");
         RandomId(bytes)
+    }
+
+    /// The node tag a session id starts with.
+    pub fn node_tag(&self) -> NodeTag {
+        [self.0[0], self.0[1], self.0[2], self.0[3]]
     }
 
     /// An id a client sent back; `None` if this server never wrote it.
@@ -223,7 +251,7 @@ impl Session {
         let outbox = Arc::new(Outbox::new(settings.max_queued_bytes));
         let registration = connections.register(outbox.clone());
         let session = Arc::new(Session {
-            sid: RandomId::random(),
+            sid: sessions.new_sid(),
             version,
             outbox,
             settings,
