@@ -10,12 +10,14 @@ as_root() {
 }
 
 # Debian's Chromium for the end-to-end tests (playwright-core drives it),
-# strace, which shows the durability test each fsync before its ack, and
-# redis-server, which the Redis engine's tests start on free ports.
+# strace, which shows the durability test each fsync before its ack,
+# redis-server, which the Redis engine's tests start on free ports, and
+# openssl, which makes the certificates of its TLS test.
 if ! command -v chromium >/dev/null || ! command -v strace >/dev/null \
-  || ! command -v redis-server >/dev/null; then
+  || ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium strace redis-server >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    chromium strace redis-server openssl >/dev/null
 fi
 # The browser driver (playwright-core), an independent WebSocket client (ws)
 # and the official Socket.IO clients 4 and 2 (socket.io-client).

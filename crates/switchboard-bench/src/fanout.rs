@@ -47,6 +47,18 @@ pub struct Args {
     /// paced client.
     #[arg(long, value_enum, default_value_t = Client::Lean)]
     client: Client,
+    /// Another node of the same deployment (repeatable): subscribers and
+    /// publishers are spread over `--server` and these in turn.
+    #[arg(long = "node")]
+    nodes: Vec<SocketAddr>,
+    /// The process id of each `--node`, whose CPU time counts as the
+    /// server's.
+    #[arg(long = "node-pid")]
+    node_pids: Vec<u32>,
+    /// The Redis the nodes share: its command counts per published message
+    /// are reported (`INFO commandstats`).
+    #[arg(long)]
+    redis: Option<SocketAddr>,
 }
 
 /// The generator's WebSocket client.
@@ -214,11 +226,26 @@ pub async fn run(
     let threads = tokio::runtime::Handle::current().metrics().num_workers();
     let latency = Arc::new(SharedLatency::new(threads));
 
+    // Subscribers and publishers in turn on each node.
+    let servers: Vec<SocketAddr> = std::iter::once(server).chain(args.nodes.clone()).collect();
+    let node_of = |i: usize| servers[i % servers.len()];
+    let pids: Option<Vec<u32>> = server_pid.map(|pid| {
+        std::iter::once(pid)
+            .chain(args.node_pids.iter().copied())
+            .collect()
+    });
+    let servers_cpu = || -> Option<Duration> {
+        pids.as_ref()?
+            .iter()
+            .map(|&pid| cpu_time(Some(pid)))
+            .sum::<Option<Duration>>()
+    };
     let mut subscribers = Vec::with_capacity(args.subscribers);
     let connected = crate::progress::counter("subscribing", args.subscribers);
     for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(100) {
         let mut connecting = Vec::new();
         for &i in chunk {
+            let server = node_of(i);
             let channel = channel.clone();
             let (transport, client) = (args.transport, args.client);
             connecting.push(tokio::spawn(async move {
@@ -255,13 +282,18 @@ pub async fn run(
     connected.finish_and_clear();
     let acked = Arc::new(AtomicU64::new(0));
     let hops = crate::pipeline::reset(server).await;
-    let server_cpu_start = cpu_time(server_pid);
+    let server_cpu_start = servers_cpu();
+    let redis_start = match args.redis {
+        Some(redis) => Some(crate::redis_stats::command_counts(redis).await?),
+        None => None,
+    };
     let own_cpu_start = cpu_time(None);
     let started = Instant::now();
     let deadline = started + args.duration;
     let progress = crate::progress::timed("publishing", args.duration);
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
+        let server = node_of(p);
         let path = format!("/ws?user=pub{p}");
         let window = Arc::new(Semaphore::new(args.in_flight.max(1)));
         let body = Body {
@@ -325,9 +357,15 @@ pub async fn run(
     }
     let elapsed = started.elapsed();
     drop(progress);
-    let server_cpu = server_cpu_start
-        .zip(cpu_time(server_pid))
-        .map(|(a, b)| b - a);
+    let server_cpu = server_cpu_start.zip(servers_cpu()).map(|(a, b)| b - a);
+    let redis_counts = match (args.redis, redis_start) {
+        (Some(redis), Some(start)) => Some(
+            crate::redis_stats::command_counts(redis)
+                .await?
+                .since(&start),
+        ),
+        _ => None,
+    };
     let own_cpu = own_cpu_start.zip(cpu_time(None)).map(|(a, b)| b - a);
     let _ = stop_tx.send(true);
     drop(writers);
@@ -375,6 +413,19 @@ pub async fn run(
         rows.push(("server_cpu_per_delivery", per_delivery, "µs"));
         let share = cpu.as_secs_f64() / elapsed.as_secs_f64();
         rows.push(("server_cpu_share", share, "cores"));
+    }
+    if let Some(counts) = redis_counts {
+        let per_message = |calls: u64| calls as f64 / published.max(1) as f64;
+        rows.push((
+            "redis_scripts_per_message",
+            per_message(counts.scripts),
+            "EVAL/EVALSHA per published message",
+        ));
+        rows.push((
+            "redis_commands_per_message",
+            per_message(counts.all),
+            "commands per published message",
+        ));
     }
     if let Some(cpu) = own_cpu {
         rows.push(("bench_cpu", cpu.as_secs_f64(), "s"));

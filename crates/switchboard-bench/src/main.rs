@@ -29,6 +29,7 @@ mod history;
 mod idle;
 mod pipeline;
 mod progress;
+mod redis_stats;
 mod report;
 mod socketio;
 mod sse;

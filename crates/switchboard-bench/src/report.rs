@@ -206,11 +206,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let socketio_ratios = socketio_section(&runs, &medians);
+    let cluster = cluster_section(&runs, &medians);
     let report = json!({
         "runs": runs.values().flat_map(|s| s.values()).flat_map(|f| f.values()).map(BTreeMap::len).max().unwrap_or(0),
         "medians": medians,
         "ratios_switchboard_over_baseline": ratios,
         "socketio_ratios_switchboard_over": socketio_ratios,
+        "cluster": cluster,
     });
     let json_path = args.dir.join("report.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
@@ -291,6 +293,100 @@ fn socketio_section(runs: &Runs, medians: &Map<String, Value>) -> Map<String, Va
         }
     }
     ratios
+}
+
+/// The cross-node deployments, as `scripts/bench.sh` names them: one node
+/// on the embedded engine, two on Redis, and two Node socket.io servers on
+/// Redis (`@socket.io/redis-adapter`).
+const CLUSTER_TARGETS: [(&str, &str); 3] = [
+    ("switchboard", "1 node, embedded"),
+    ("switchboard-redis", "2 nodes, Redis"),
+    ("nodesocketio-redis", "node socket.io ×2"),
+];
+
+/// Cross-node figures, and the same load on one node.
+const CLUSTER_FIGURES: [(&str, &str); 12] = [
+    ("cluster-rate", "latency_p50"),
+    ("cluster-rate", "latency_p99"),
+    ("cluster-rate", "server_cpu_per_delivery"),
+    ("cluster-rate", "lost"),
+    ("cluster-rate", "redis_scripts_per_message"),
+    ("cluster-flat", "deliveries_per_sec"),
+    ("cluster-flat", "lost"),
+    ("cluster-flat", "redis_scripts_per_message"),
+    ("cluster-socketio-rate", "latency_p99"),
+    ("cluster-socketio-flat", "deliveries_per_sec"),
+    ("cluster-socketio-flat", "lost"),
+    ("cluster-socketio-flat", "out_of_order"),
+];
+
+/// Many nodes on Redis beside one node and beside the Node pair: the table,
+/// and the figures the targets are set on (p99 above one node's, paired
+/// run by run; deliveries/s over the Node pair's; Redis scripts per
+/// published message).
+fn cluster_section(runs: &Runs, medians: &Map<String, Value>) -> Map<String, Value> {
+    let mut cluster = Map::new();
+    if figure(medians, "switchboard-redis", "cluster-rate", "latency_p99").is_none() {
+        return cluster;
+    }
+    let mut header = format!("\n{:<44}", "cross-node (median of runs)");
+    for (_, name) in CLUSTER_TARGETS {
+        header += &format!(" {name:>18}");
+    }
+    println!("{header}");
+    for (scenario, field) in CLUSTER_FIGURES {
+        let mut line = format!("{:<44}", format!("{scenario} {field}"));
+        for (target, _) in CLUSTER_TARGETS {
+            let cell = figure(medians, target, scenario, field)
+                .map_or("-".to_owned(), |v| format!("{v:.2}"));
+            line += &format!(" {cell:>18}");
+        }
+        println!("{line}");
+    }
+    // p99 above one node's, run by run.
+    let of = |target: &str, scenario: &str, field: &str| {
+        runs.get(target)?.get(scenario)?.get(field).cloned()
+    };
+    if let (Some(redis), Some(single)) = (
+        of("switchboard-redis", "cluster-rate", "latency_p99"),
+        of("switchboard", "cluster-rate", "latency_p99"),
+    ) {
+        let above: Vec<f64> = redis
+            .iter()
+            .filter_map(|(run, p99)| Some(p99 - single.get(run)?))
+            .collect();
+        if !above.is_empty() {
+            let above = median(&above);
+            println!("cross-node p99 above one node's: {above:.2} ms (target ≤ 2 ms)");
+            cluster.insert("p99_above_single_node_ms".into(), json!(above));
+        }
+    }
+    if let Some(ratio) = paired_ratio_of(
+        runs,
+        ("switchboard-redis", "cluster-socketio-flat"),
+        ("nodesocketio-redis", "cluster-socketio-flat"),
+        "deliveries_per_sec",
+    ) {
+        println!("cross-node Socket.IO deliveries/s: {ratio:.2} × the Node pair's (target ≥ 5)");
+        cluster.insert("socketio_flat_over_node_pair".into(), json!(ratio));
+    }
+    for scenario in ["cluster-rate", "cluster-flat"] {
+        if let Some(scripts) = figure(
+            medians,
+            "switchboard-redis",
+            scenario,
+            "redis_scripts_per_message",
+        ) {
+            println!(
+                "{scenario}: {scripts:.3} Redis round trips (appends) per published message (target ≤ 1)"
+            );
+            cluster.insert(
+                format!("{scenario}.redis_scripts_per_message"),
+                json!(scripts),
+            );
+        }
+    }
+    cluster
 }
 
 /// Two panels: flat-out deliveries/s and fixed-rate CPU per delivery, for

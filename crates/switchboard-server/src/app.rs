@@ -66,10 +66,17 @@ impl AppState {
         let node = match config.engine {
             Engine::Embedded => Node::embedded(node_config, &config.data_dir)?,
             Engine::Redis => {
+                let ca_cert = match &config.redis_ca_cert {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        HistoryError::io(format!("--redis-ca-cert {}", path.display()), e)
+                    })?),
+                    None => None,
+                };
                 let redis = RedisConfig {
                     url: config.redis_url.clone(),
                     prefix: config.redis_prefix.clone(),
                     node_ttl: config.node_ttl,
+                    ca_cert,
                 };
                 Node::redis(node_config, &redis).await?
             }

@@ -39,6 +39,12 @@ pub struct Config {
     )]
     pub redis_url: String,
 
+    /// For a `rediss://` URL: the PEM file of the certificate authority
+    /// that signed Redis's certificate, trusted instead of the system's
+    /// certificate store (for a private CA).
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+
     /// Prefix of every Redis key and pub/sub topic: nodes with the same
     /// prefix share channels; another prefix is another deployment.
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]

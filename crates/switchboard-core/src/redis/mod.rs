@@ -51,6 +51,9 @@ pub struct RedisConfig {
     pub prefix: String,
     /// How soon a node that stops heartbeating leaves presence.
     pub node_ttl: Duration,
+    /// For `rediss://`: the PEM certificate of the authority that signed
+    /// Redis's, trusted instead of the system's store.
+    pub ca_cert: Option<Vec<u8>>,
 }
 
 /// How long a command may wait for its answer before it fails (Redis
@@ -71,7 +74,17 @@ pub(crate) struct Redis {
 impl Redis {
     /// Connects, and refuses what the engine cannot run on (a Redis Cluster).
     pub(crate) async fn connect(config: &RedisConfig) -> Result<Redis, HistoryError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+        let client = match &config.ca_cert {
+            None => redis::Client::open(config.url.as_str()),
+            Some(ca) => redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+        }
+        .map_err(|e| {
             HistoryError::Storage(format!(
                 "invalid --redis-url {:?}: {e}",
                 redact(&config.url)

@@ -21,7 +21,7 @@ use switchboard_core::{ChannelName, Node};
 use switchboard_proto::native::{ErrorCode, RequestError, RequestId, ServerMessage};
 
 use crate::transport::publish_gate::{HeldPublish, PublishGate};
-use crate::transport::work_budget::WorkBudget;
+use crate::transport::work_budget::{WorkBudget, WorkPermit};
 
 /// Default and largest `limit` of a history request.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
@@ -238,25 +238,17 @@ impl ChannelSession {
         id: Option<RequestId>,
     ) {
         let node = self.node.clone();
-        let me = self.me.clone();
+        let read = async move {
+            let page = node.history(&channel, query, limit).await?;
+            Ok((channel, page))
+        };
         let permit = self.limits.work.start();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match node.history(&channel, query, limit).await {
-                Ok(page) => {
-                    let reply = me
-                        .wire
-                        .encode_reply(id.as_ref(), |id| ServerMessage::History {
-                            id,
-                            channel: channel.as_str(),
-                            epoch: &page.epoch,
-                            messages: &page.messages,
-                        });
-                    if let Some(reply) = reply {
-                        let _ = me.outbox.push_when_room(reply).await;
-                    }
-                }
-                Err(e) => send_error(&me, storage_error_code(&e), &e.to_string(), id.as_ref()),
+        self.spawn_answer(id, Some(permit), read, |(channel, page), id| {
+            ServerMessage::History {
+                id,
+                channel: channel.as_str(),
+                epoch: &page.epoch,
+                messages: &page.messages,
             }
         });
     }
@@ -264,18 +256,35 @@ impl ChannelSession {
     /// Reads who is online in `channel` (on every node) and queues the reply.
     pub fn spawn_presence(&self, channel: ChannelName, id: Option<RequestId>) {
         let node = self.node.clone();
+        let read = async move {
+            let users = node.presence(&channel).await?;
+            Ok((channel, users))
+        };
+        self.spawn_answer(id, None, read, |(channel, users), id| {
+            ServerMessage::Presence {
+                id,
+                channel: channel.as_str(),
+                users,
+            }
+        });
+    }
+
+    /// Runs `read` in a task of its own and queues `answer` to what it read
+    /// as the reply to `id`, or the error it met.
+    fn spawn_answer<T: Send + 'static>(
+        &self,
+        id: Option<RequestId>,
+        permit: Option<WorkPermit>,
+        read: impl Future<Output = Result<T, HistoryError>> + Send + 'static,
+        answer: impl for<'a> FnOnce(&'a T, Option<&'a RequestId>) -> ServerMessage<'a> + Send + 'static,
+    ) {
         let me = self.me.clone();
         tokio::spawn(async move {
-            match node.presence(&channel).await {
-                Ok(users) => {
-                    let reply = me
-                        .wire
-                        .encode_reply(id.as_ref(), |id| ServerMessage::Presence {
-                            id,
-                            channel: channel.as_str(),
-                            users: &users,
-                        });
-                    if let Some(reply) = reply {
+            let _permit = permit;
+            match read.await {
+                Ok(value) => {
+                    if let Some(reply) = me.wire.encode_reply(id.as_ref(), |id| answer(&value, id))
+                    {
                         let _ = me.outbox.push_when_room(reply).await;
                     }
                 }

@@ -339,25 +339,24 @@ async fn redis_cluster_or_an_unreachable_redis_stops_the_start_with_a_clear_erro
         .unwrap()
         .local_addr()
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = switchboard_server::Config::default();
-    config.engine = switchboard_server::config::Engine::Redis;
-    config.redis_url = format!("redis://{unused}/0");
-    let error = switchboard_server::server::run(listener, config, std::future::pending())
-        .await
-        .expect_err("no Redis there");
-    let message = error.to_string();
+    let message = start_error(format!("redis://{unused}/0")).await;
     assert!(message.contains("cannot reach Redis at"), "{message}");
 
     let cluster = RedisServer::start_with(&["--cluster-enabled", "yes"]);
+    let message = start_error(cluster.url()).await;
+    assert!(message.contains("not Redis Cluster"), "{message}");
+}
+
+/// Why a node on the Redis at `url` does not start.
+async fn start_error(url: String) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = switchboard_server::Config::default();
-    cluster.configure(&mut config);
-    let error = switchboard_server::server::run(listener, config, std::future::pending())
+    config.engine = switchboard_server::config::Engine::Redis;
+    config.redis_url = url;
+    switchboard_server::server::run(listener, config, std::future::pending())
         .await
-        .expect_err("Redis Cluster is refused");
-    let message = error.to_string();
-    assert!(message.contains("not Redis Cluster"), "{message}");
+        .expect_err("the start fails")
+        .to_string()
 }
 
 /// A long-polling Socket.IO client whose every request goes to the next
@@ -550,4 +549,66 @@ async fn a_socketio_session_recovers_on_another_node() {
         ["\"m2\"", "\"m3\""],
         "what it missed, once, in order"
     );
+}
+
+#[tokio::test]
+async fn nodes_reach_redis_over_tls_with_a_private_ca() {
+    let (_redis, tls, ca) = RedisServer::start_tls();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let ca = ca.clone();
+        nodes.push(
+            TestServer::with_config(move |c| {
+                c.engine = switchboard_server::config::Engine::Redis;
+                c.redis_url = format!("rediss://{tls}/0");
+                c.redis_ca_cert = Some(ca);
+            })
+            .await,
+        );
+    }
+    let (mut reader, _) = subscriber(nodes[0].addr, "tess", "secure").await;
+    let (mut writer, _) = ChatClient::connect(nodes[1].addr, "/ws?user=tom").await;
+    assert_eq!(writer.publish_acked("secure", "over tls").await, 1);
+    assert_eq!(messages(&mut reader, 1).await[0].2, "over tls");
+
+    // Without the CA, the certificate is not trusted: the start fails.
+    let message = start_error(format!("rediss://{tls}/0")).await;
+    assert!(message.contains("cannot reach Redis"), "{message}");
+}
+
+#[tokio::test]
+async fn history_in_redis_is_trimmed_by_count_at_once_and_by_age_in_the_background() {
+    let redis = RedisServer::start();
+    let node = TestServer::with_config(|c| {
+        redis.configure(c);
+        c.history_max_count = 4;
+        c.history_max_age = Some(Duration::from_millis(600));
+        c.retention_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (mut writer, _) = ChatClient::connect(node.addr, "/ws?user=old").await;
+    for n in 1..=6 {
+        writer.publish_acked("aging", &format!("m{n}")).await;
+    }
+    let offsets = |history: &Value| -> Vec<u64> {
+        history["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect()
+    };
+    let (_, history) = get_json(node.addr, "/api/channels/aging/messages").await;
+    assert_eq!(offsets(&history), [3, 4, 5, 6], "the newest four");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    writer.publish_acked("aging", "fresh").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, history) = get_json(node.addr, "/api/channels/aging/messages").await;
+        if offsets(&history) == [7] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not trimmed by age: {history}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -117,9 +117,54 @@ impl RedisServer {
         Some(line.trim_end().to_owned())
     }
 
-    #[allow(dead_code)]
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
+    /// A server that also speaks TLS, with a certificate for 127.0.0.1
+    /// signed by a CA made for it; returns the server, its TLS address and
+    /// the CA's PEM file.
+    pub fn start_tls() -> (RedisServer, SocketAddr, PathBuf) {
+        let certs = tempfile::tempdir().unwrap().keep();
+        let run = |args: &str| {
+            let status = Command::new("openssl")
+                .args(args.split_whitespace())
+                .current_dir(&certs)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(status.success(), "openssl {args}");
+        };
+        let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        run(&format!(
+            "req -x509 {new_key} -keyout ca.key -out ca.pem -days 1 -subj /CN=switchboard-test-CA"
+        ));
+        run(&format!(
+            "req {new_key} -keyout redis.key -out redis.csr -subj /CN=127.0.0.1"
+        ));
+        std::fs::write(certs.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        run(
+            "x509 -req -in redis.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out redis.pem \
+             -days 1 -extfile san.ext",
+        );
+        let path = |name: &str| certs.join(name).display().to_string();
+        let (cert, key, ca) = (path("redis.pem"), path("redis.key"), path("ca.pem"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string();
+        let server = RedisServer::start_with(&[
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ]);
+        let tls = SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap()));
+        (server, tls, certs.join("ca.pem"))
     }
 }
 
