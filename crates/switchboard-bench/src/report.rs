@@ -449,9 +449,16 @@ fn read_runs(dir: &Path) -> anyhow::Result<Runs> {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        // <target>-<scenario>-<run>, where scenario may hold a dash.
-        let mut parts = name.splitn(2, '-');
-        let (Some(target), Some(rest)) = (parts.next(), parts.next()) else {
+        // <target>-<scenario>-<run>, where scenario may hold a dash, and
+        // so may the targets of the cross-node deployments.
+        let split = CLUSTER_TARGETS
+            .iter()
+            .find_map(|(target, _)| {
+                let rest = name.strip_prefix(target)?.strip_prefix('-')?;
+                target.contains('-').then_some((*target, rest))
+            })
+            .or_else(|| name.split_once('-'));
+        let Some((target, rest)) = split else {
             continue;
         };
         let Some((scenario, run)) = rest.rsplit_once('-') else {
