@@ -59,9 +59,10 @@ pub enum PushError {
 const SMALL_QUEUE: usize = 16;
 
 /// Frames an emptied queue keeps room for once a small batch follows a
-/// burst: a burst (a run of presence events) leaves no room behind on an
-/// idle connection (32 bytes a slot), while a stream of big batches keeps
-/// its room and allocates nothing.
+/// burst, or once the connection's task finds nothing more to take: a
+/// burst (a run of presence events) leaves no room behind on an idle
+/// connection (32 bytes a slot), while a stream of big batches, which finds
+/// the next frames waiting, keeps its room and allocates nothing.
 pub const KEPT_FRAME_SLOTS: usize = 8;
 
 /// A connection's socket, shared with its outbox for writing through: an
@@ -360,6 +361,11 @@ impl Outbox {
         let mut state = self.state.lock();
         let close = state.close.take().map(|close| *close);
         if close.is_none() && (!frames || state.frames.is_empty()) {
+            if state.frames.is_empty() && state.frames.capacity() > KEPT_FRAME_SLOTS {
+                // Nothing queued: the connection goes idle, and the room a
+                // burst made goes with it (a stream finds frames here).
+                state.frames = VecDeque::new();
+            }
             return Poll::Pending;
         }
         // A close follows everything queued before it.

@@ -484,3 +484,22 @@ fn an_outbox_keeping_positions_hands_each_frame_its_own() {
     // A plain outbox keeps none.
     assert!(!Outbox::new(1024).keeps_positions());
 }
+
+#[test]
+fn an_outbox_found_empty_keeps_no_room_from_the_burst_before() {
+    let outbox = Arc::new(Outbox::new(1 << 20));
+    let mut cx = Context::from_waker(Waker::noop());
+    // A frame of the task's own is still queued, so the burst is copied
+    // out and its room stays behind in the outbox.
+    let mut into = VecDeque::from([Bytes::from_static(b"own")]);
+    for _ in 0..64 {
+        outbox.try_push(Bytes::from_static(b"join")).unwrap();
+    }
+    assert!(outbox.poll_take(&mut cx, &mut into, true).is_ready());
+    assert_eq!(into.len(), 65);
+    assert!(outbox.state.lock().frames.capacity() >= 64);
+    into.clear();
+    // Written, and nothing new: the connection idles with no room kept.
+    assert!(outbox.poll_take(&mut cx, &mut into, true).is_pending());
+    assert!(outbox.state.lock().frames.capacity() <= KEPT_FRAME_SLOTS);
+}

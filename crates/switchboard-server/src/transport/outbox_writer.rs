@@ -74,7 +74,14 @@ impl OutboxWriter {
     /// once the last batch is written.
     pub fn poll_take(&mut self, outbox: &Outbox, cx: &mut Context<'_>) -> Poll<Taken> {
         let take_frames = self.send.is_empty();
-        let taken = std::task::ready!(outbox.poll_take(cx, &mut self.send.frames, take_frames));
+        let polled = outbox.poll_take(cx, &mut self.send.frames, take_frames);
+        let Poll::Ready(taken) = polled else {
+            if take_frames {
+                // Idle now: the room of the last batch goes too.
+                self.send.release_room();
+            }
+            return Poll::Pending;
+        };
         self.send.bytes += taken.bytes;
         // Taking sets the outbox's "task is writing": nothing goes through
         // until the release.

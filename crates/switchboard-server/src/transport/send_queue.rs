@@ -40,6 +40,14 @@ impl SendQueue {
         self.frames.is_empty()
     }
 
+    /// Lets go of the room a burst made, once everything is written and
+    /// the connection is idle.
+    pub fn release_room(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > KEPT_FRAME_SLOTS {
+            self.frames = VecDeque::new();
+        }
+    }
+
     /// Writes until the queue is empty or the socket is full, many frames per
     /// syscall.
     pub fn poll_write<W: AsyncWrite + Unpin>(
@@ -134,5 +142,19 @@ mod tests {
         assert_eq!(String::from_utf8(read).expect("utf-8"), frames.concat());
         assert!(queue.is_empty());
         assert_eq!((queue.bytes, queue.written), (0, 0));
+    }
+
+    #[test]
+    fn an_emptied_queue_lets_its_room_go_when_idle() {
+        let mut queue = SendQueue::default();
+        for _ in 0..64 {
+            queue.push(Bytes::from_static(b"frame"));
+        }
+        queue.release_room();
+        assert_eq!(queue.frames.len(), 64, "nothing queued is dropped");
+        queue.frames.clear();
+        queue.bytes = 0;
+        queue.release_room();
+        assert!(queue.frames.capacity() <= KEPT_FRAME_SLOTS);
     }
 }
