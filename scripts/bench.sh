@@ -159,6 +159,11 @@ for run in $(seq 1 "$runs"); do
         start switchboard
         bench switchboard idle-sse "$run" idle --transport sse --connections "$idle"
         stop
+        # With connection tokens (--auth token): what a grant and its place
+        # in the expiry schedule add to an idle connection.
+        start switchboard "" --auth token --token-hmac-secret bench-secret
+        bench switchboard idle-token "$run" idle --token-secret bench-secret --connections "$idle"
+        stop
     fi
     if wants native; then
         for target in switchboard baseline; do

@@ -33,6 +33,12 @@ pub struct Args {
     /// (`/ws`), or an event stream (`GET /sse`).
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     transport: Transport,
+    /// Connect with a connection token signed with this secret (a server
+    /// started with `--auth token --token-hmac-secret SECRET`), as user
+    /// `idleN`, instead of naming the user: what a token costs an idle
+    /// connection (its grant and its place in the expiry schedule).
+    #[arg(long)]
+    token_secret: Option<String>,
     /// Wait after the last connection before reading memory.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     settle: Duration,
@@ -44,6 +50,9 @@ pub async fn run(
     args: Args,
 ) -> anyhow::Result<Report> {
     let pid = server_pid.context("idle needs --server-pid to read the server's memory")?;
+    if args.token_secret.is_some() && args.transport.is_socketio() {
+        anyhow::bail!("--token-secret is for --transport ws or sse");
+    }
     let channel = fresh_channel("idle");
     let before = resident_bytes(pid)?;
     let mut held = Vec::with_capacity(args.connections);
@@ -63,12 +72,16 @@ pub async fn run(
                 .collect();
 
             let transport = args.transport;
+            let who = match &args.token_secret {
+                Some(secret) => format!("token={}", mint_token(secret, &format!("idle{i}"))?),
+                None => format!("user=idle{i}"),
+            };
             opening.push(tokio::spawn(async move {
                 // Like a real client, read (and drop) what arrives, e.g.
                 // later joins, with no buffer kept between reads, and
                 // answer a Socket.IO server's pings.
                 let (mut read, mut writer) =
-                    open_idle(transport, source, server, i, &rooms).await?;
+                    open_idle(transport, source, server, i, &who, &rooms).await?;
                 let drain = tokio::spawn(async move {
                     use tokio::io::AsyncReadExt;
                     let mut sink = [0u8; 512];
@@ -126,18 +139,19 @@ async fn open_idle(
     source: IpAddr,
     server: SocketAddr,
     i: usize,
+    who: &str,
     rooms: &[String],
 ) -> anyhow::Result<Idle> {
     match transport {
         Transport::Ws => {
-            let path = format!("/ws?user=idle{i}&channel={}", rooms[0]);
+            let path = format!("/ws?{who}&channel={}", rooms[0]);
             let (mut reader, writer) =
                 retrying(|| client::connect_from(source, server, &path)).await?;
             reader.wait_for(br#""type":"subscribed""#).await?;
             Ok((Box::new(reader.into_idle()), Some(writer)))
         }
         Transport::Sse => {
-            let path = format!("/sse?user=idle{i}&channel={}", rooms.join("&channel="));
+            let path = format!("/sse?{who}&channel={}", rooms.join("&channel="));
             let mut reader = retrying(|| EventReader::connect_from(source, server, &path)).await?;
             reader.wait_for(b"event: presence").await?;
             Ok((Box::new(reader.into_stream()), None))
@@ -152,6 +166,20 @@ async fn open_idle(
             anyhow::bail!("idle measures WebSocket and SSE connections, not polling sessions")
         }
     }
+}
+
+/// A day-long HS256 token for `user`, allowed every channel.
+fn mint_token(secret: &str, user: &str) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 86_400;
+    let claims = serde_json::json!({"sub": user, "exp": exp, "subscribe": ["*"], "publish": ["*"]});
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
 }
 
 /// Loopback under heavy load may reset a handshake (the kernel's TCP memory

@@ -189,6 +189,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             idle["server_rss_per_connection"].as_f64().unwrap_or(0.0)
         );
     }
+    if let Some(idle) = medians.get("switchboard").and_then(|s| s.get("idle-token")) {
+        println!(
+            "idle WebSockets with connection tokens (--auth token): {:.0} bytes per connection",
+            idle["server_rss_per_connection"].as_f64().unwrap_or(0.0)
+        );
+    }
     if let Some(history) = medians.get("switchboard").and_then(|s| s.get("history")) {
         println!("durable publish: {} acked msgs/s", history["acked_per_sec"]);
     }

@@ -49,16 +49,23 @@ pub enum Request {
     Ping {
         id: Option<RequestId>,
     },
+    /// A new connection token for the same user, before the current one
+    /// expires (`--auth token`).
+    Refresh {
+        token: String,
+        id: Option<RequestId>,
+    },
 }
 
 /// The `type`s [`Request`] accepts.
-pub const REQUEST_TYPES: [&str; 6] = [
+pub const REQUEST_TYPES: [&str; 7] = [
     "subscribe",
     "unsubscribe",
     "publish",
     "history",
     "presence",
     "ping",
+    "refresh",
 ];
 
 /// What a text frame holds.
@@ -109,6 +116,15 @@ pub enum ErrorCode {
     /// The store is out of reach (the Redis engine's Redis is down): nothing
     /// was stored; retry once it is back.
     Unavailable,
+    /// The connection's token does not allow this channel (`--auth token`).
+    Forbidden,
+    /// A `refresh` without a token.
+    MissingToken,
+    /// A `refresh` whose token is malformed, wrongly signed, or for
+    /// another user.
+    InvalidToken,
+    /// A `refresh` whose token has expired.
+    TokenExpired,
 }
 
 impl RequestError {
@@ -227,6 +243,12 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
     },
+    /// A `refresh` was taken: the connection now lasts until `exp`.
+    Refreshed {
+        exp: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+    },
 }
 
 impl ServerMessage<'_> {
@@ -276,6 +298,13 @@ mod tests {
                 msg: "hi".into(),
                 idempotency_key: Some("k1".into()),
                 id: None
+            }))
+        );
+        assert_eq!(
+            parse_inbound(r#"{"type":"refresh","token":"a.b.c","id":2}"#),
+            Ok(Inbound::Request(Request::Refresh {
+                token: "a.b.c".into(),
+                id: Some(json!(2))
             }))
         );
         assert!(matches!(

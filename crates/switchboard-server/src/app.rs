@@ -10,6 +10,7 @@ use switchboard_core::idempotency::KeyRetention;
 use switchboard_core::redis::RedisConfig;
 use switchboard_core::{Node, NodeConfig};
 
+use crate::access::Access;
 use crate::config::{Config, Engine};
 use crate::connections::Connections;
 
@@ -20,6 +21,8 @@ pub struct AppState {
     pub ws: Arc<WsSettings>,
     pub connections: Arc<Connections>,
     pub node: Arc<Node>,
+    /// Who may connect and what they may do.
+    pub access: Arc<Access>,
 }
 
 /// Per-connection WebSocket limits and timings, shared by all connections.
@@ -37,7 +40,7 @@ pub struct WsSettings {
 impl AppState {
     /// Opens the engine's store (under `config.data_dir`, or in Redis) and
     /// starts the node.
-    pub async fn new(config: Config) -> Result<Self, HistoryError> {
+    pub async fn new(config: Config, access: Access) -> Result<Self, HistoryError> {
         let ws = WsSettings {
             max_message_size: config.max_message_size,
             max_queued_bytes: config.max_queued_bytes,
@@ -86,6 +89,7 @@ impl AppState {
             ws: Arc::new(ws),
             connections: Arc::new(Connections::default()),
             node,
+            access: Arc::new(access),
         })
     }
 }

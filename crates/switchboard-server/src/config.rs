@@ -213,13 +213,62 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_RECOVERY_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
     pub recovery_window: Duration,
 
-    /// Origins of other sites whose pages may use Socket.IO here (CORS for
-    /// long-polling, and the WebSocket's `Origin`), comma-separated exact
+    /// Who may connect: `anonymous` (anyone, under the name they give)
+    /// or `token` (a signed connection token names the user and the
+    /// channels they may subscribe and publish to; see `docs/protocol.md`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_AUTH",
+        value_enum,
+        default_value = "anonymous"
+    )]
+    pub auth: AuthMode,
+
+    /// With `--auth token`: the shared secret tokens are signed with (HS256).
+    #[arg(long, env = "SWITCHBOARD_TOKEN_HMAC_SECRET", hide_env_values = true)]
+    pub token_hmac_secret: Option<String>,
+
+    /// With `--auth token`: the PEM public key tokens are signed for, RSA
+    /// (RS256) or P-256 (ES256); instead of `--token-hmac-secret`.
+    #[arg(long, env = "SWITCHBOARD_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<PathBuf>,
+
+    /// With `--auth token`: the `aud` every token must name.
+    #[arg(long, env = "SWITCHBOARD_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+
+    /// With `--auth token`: the `iss` every token must name.
+    #[arg(long, env = "SWITCHBOARD_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+
+    /// With `--auth token`: the key of the application's back end on the
+    /// HTTP API (`Authorization: apikey KEY`): it publishes as any user and
+    /// reads every channel.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Origins of other sites whose pages may connect here (WebSocket,
+    /// SSE, Socket.IO) and read the HTTP API (CORS): comma-separated exact
     /// origins such as `https://app.example.com`, or `*` for any. A page
     /// from the server's own origin, and any client that sends no
-    /// `Origin`, is always allowed.
+    /// `Origin`, is always allowed; others get 403 `origin_not_allowed`.
     #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Behind a reverse proxy: take the request's scheme and host from
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` (for the same-origin
+    /// check). Only when every request comes through the proxy.
+    #[arg(long, env = "SWITCHBOARD_TRUST_PROXY")]
+    pub trust_proxy: bool,
+
+    /// Serve HTTPS and WSS with this PEM certificate chain (with
+    /// `--tls-key`); reloaded on SIGHUP.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// On SIGINT/SIGTERM, how long to wait for connections to close after
     /// telling every WebSocket client 1001 (going away).
@@ -234,6 +283,15 @@ pub enum Engine {
     Embedded,
     /// Redis at `--redis-url`, shared by many nodes.
     Redis,
+}
+
+/// Who may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Anyone, under the name they give.
+    Anonymous,
+    /// Holders of a connection token signed with the server's key.
+    Token,
 }
 
 /// Shortest `--node-ttl`: the heartbeat runs five times per TTL.

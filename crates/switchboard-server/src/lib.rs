@@ -19,8 +19,12 @@
 //!   that writes its own body, and an outbox writing through.
 //! - [`error`]: [`error::ApiError`], an HTTP status with a JSON body.
 //! - [`config`]: every setting, its flag, environment variable and default.
+//! - [`access`]: connection tokens, channel permissions, the API key and
+//!   origin checks.
+//! - [`tls`]: HTTPS and WSS on the listening port, reloaded on SIGHUP.
 //! - [`shutdown`]: waits for SIGINT or SIGTERM.
 
+pub mod access;
 pub mod app;
 pub mod config;
 pub mod connections;
@@ -30,6 +34,7 @@ pub mod http;
 pub mod server;
 pub mod shutdown;
 pub mod socket;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;

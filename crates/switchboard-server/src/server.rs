@@ -20,10 +20,12 @@ use std::sync::Arc;
 
 use switchboard_core::history::HistoryError;
 
+use crate::access::{Access, AccessSetupError};
 use crate::app::AppState;
 use crate::config::Config;
 use crate::http::{self, DocumentRoot};
 use crate::socket::{AbortConnection, HttpSocket};
+use crate::tls::{Tls, TlsError};
 use crate::transport::socketio::SocketIo;
 use crate::transport::socketio::forward::Forwarder;
 
@@ -39,6 +41,22 @@ pub enum StartError {
     },
     #[error("{0}")]
     SocketIoClient(std::io::Error),
+    #[error(transparent)]
+    Access(#[from] AccessSetupError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("SIGHUP handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// `--tls-cert` and `--tls-key`, loaded, if given.
+fn open_tls(config: &Config) -> Result<Option<Tls>, StartError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let tls = Tls::new(cert, key)?;
+    tls.reload_on_sighup().map_err(StartError::Signal)?;
+    Ok(Some(tls))
 }
 
 /// `--static-dir`, opened, if given.
@@ -67,7 +85,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let document_root = open_document_root(&config)?;
-    let state = AppState::new(config).await?;
+    let tls = open_tls(&config)?;
+    let access = Access::new(&config, tls.is_some())?;
+    let state = AppState::new(config, access).await?;
     let socketio = SocketIo::new(&state).map_err(StartError::SocketIoClient)?;
     if state.config.socketio_conformance {
         tracing::warn!(
@@ -81,11 +101,15 @@ pub async fn run(
     let stop = CancellationToken::new();
     let http_tasks = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!("listening on http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{addr}");
+    }
+    if state.access.tokens_required() {
+        tracing::info!("--auth token: connections need a signed token");
     }
 
     tokio::select! {
-        () = accept_loop(&listener, &router, &state, &stop, &http_tasks) => {}
+        () = accept_loop(&listener, &router, &state, tls.as_ref(), &stop, &http_tasks) => {}
         () = shutdown => {}
     }
     drop(listener);
@@ -133,19 +157,22 @@ async fn accept_loop(
     listener: &TcpListener,
     router: &Router,
     state: &AppState,
+    tls: Option<&Tls>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tasks.spawn(serve_http(
-                    stream,
-                    peer,
-                    router.clone(),
-                    state.config.clone(),
-                    stop.clone(),
-                ));
+                let router = router.clone();
+                let config = state.config.clone();
+                let stop = stop.clone();
+                match tls {
+                    Some(tls) => {
+                        tasks.spawn(serve_https(tls.clone(), stream, peer, router, config, stop))
+                    }
+                    None => tasks.spawn(serve_http(stream, peer, router, config, stop)),
+                };
             }
             Err(e) if is_per_connection_error(&e) => {}
             Err(e) => {
@@ -177,20 +204,59 @@ async fn serve_http(
 ) {
     // Small frames go out at once; batching happens in our write queue.
     let _ = stream.set_nodelay(true);
-    let abort = AbortConnection::default();
-    let service_abort = abort.clone();
     let socket = HttpSocket::new(stream);
     let loan = socket.lend();
+    serve_connection(socket, Some(loan), peer, router, config, stop).await;
+}
+
+/// [`serve_http`] inside TLS, once the handshake is done (within
+/// `--header-timeout`). Nothing writes past the TLS layer: no socket is lent.
+async fn serve_https(
+    tls: Tls,
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    config: std::sync::Arc<Config>,
+    stop: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio::time::timeout(config.header_timeout, tls.accept(stream));
+    let stream = tokio::select! {
+        accepted = handshake => match accepted {
+            Ok(Ok(Some(stream))) => stream,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        () = stop.cancelled() => return,
+    };
+    serve_connection(stream, None, peer, router, config, stop).await;
+}
+
+async fn serve_connection<I>(
+    io: I,
+    loan: Option<crate::socket::SocketLoan>,
+    peer: SocketAddr,
+    router: Router,
+    config: std::sync::Arc<Config>,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let abort = AbortConnection::default();
+    let service_abort = abort.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(service_abort.clone());
-        request.extensions_mut().insert(loan.clone());
+        if let Some(loan) = &loan {
+            request.extensions_mut().insert(loan.clone());
+        }
         router.clone().call(request)
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
-        .serve_connection(TokioIo::new(socket), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
     let aborted = abort.aborted();

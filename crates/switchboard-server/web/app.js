@@ -1,6 +1,7 @@
 // The chat page: asks for a nickname and channel, then runs one transport
 // for that channel and shows what it reports.
 
+import { refusalText, takeToken, tokenRefusal, tokenSubject } from './access.js';
 import { ChannelList } from './channels.js';
 import { ChatEventSource } from './chat-sse.js';
 import { ChatSocket } from './chat-socket.js';
@@ -14,6 +15,8 @@ const DEFAULT_CHANNEL = 'lobby';
 const CHANNEL_PATTERN = /^[A-Za-z0-9_.:@-]{1,128}$/;
 
 const $ = (id) => document.getElementById(id);
+// Taken before the fragment is read as a channel name.
+const token = takeToken();
 const view = new ChatView();
 let transport = null;
 // Live messages of the current channel that arrived while the tab was hidden.
@@ -65,7 +68,7 @@ function chosenTransport() {
 
 function join(nickname, channel) {
   transport?.stop();
-  localStorage.setItem(NICKNAME_KEY, nickname);
+  if (!token) localStorage.setItem(NICKNAME_KEY, nickname);
   const Transport = TRANSPORTS[chosenTransport()];
   if (channelFromHash() !== channel || location.hash.slice(1) !== channel) {
     history.replaceState(null, '', `#${encodeURIComponent(channel)}`);
@@ -79,7 +82,9 @@ function join(nickname, channel) {
   transport = new Transport({
     user: nickname,
     channel,
+    token,
     on: {
+      denied: (refusal) => showRefused(refusal),
       state: (state) => view.setState(state),
       identity: (username) => view.setIdentity(username),
       message: (message, { live }) => {
@@ -141,7 +146,7 @@ function fitComposer() {
 
 $('join-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  const nickname = $('join-nickname').value.trim();
+  const nickname = token ? (tokenSubject(token) ?? '') : $('join-nickname').value.trim();
   const channel = $('join-channel').value.trim();
   const problem = nicknameProblem(nickname) || (CHANNEL_PATTERN.test(channel) ? '' : 'Channel names use letters, digits and _ . : @ -');
   if (problem) {
@@ -166,7 +171,28 @@ $('composer-input').addEventListener('keydown', (event) => {
 });
 $('composer-input').addEventListener('input', fitComposer);
 
-$('change').addEventListener('click', () => showJoinForm());
+$('change').addEventListener('click', () => (token ? showChannelPicker() : showJoinForm()));
+
+/** The server refuses this page's token: say why, and connect no more. */
+function showRefused(refusal) {
+  transport?.stop();
+  transport = null;
+  view.log(`refused: ${refusal.code} ${refusal.message ?? ''}`, 'bad');
+  $('chat-view').hidden = true;
+  $('join-view').hidden = false;
+  $('change').hidden = true;
+  $('join-form').hidden = true;
+  $('refused').hidden = false;
+  $('refused-reason').textContent = refusalText(refusal);
+  $('refused').dataset.code = refusal.code;
+}
+
+/** Token mode: the name is the token's; only the channel can change. */
+function showChannelPicker() {
+  showJoinForm();
+  $('join-nickname').value = tokenSubject(token) ?? '';
+  $('join-nickname').readOnly = true;
+}
 
 $('open-channel').addEventListener('submit', (event) => {
   event.preventDefault();
@@ -188,7 +214,7 @@ document.addEventListener('visibilitychange', () => {
 });
 
 window.addEventListener('hashchange', () => {
-  const nickname = localStorage.getItem(NICKNAME_KEY);
+  const nickname = token ? tokenSubject(token) : localStorage.getItem(NICKNAME_KEY);
   if (transport && nickname && channelFromHash() !== transport.channel) join(nickname, channelFromHash());
 });
 
@@ -197,10 +223,22 @@ socketIoAvailable().then((available) => {
   $('transport-socketio').hidden = !available;
 });
 
-channels.start();
-const remembered = localStorage.getItem(NICKNAME_KEY);
-if (remembered && !nicknameProblem(remembered)) {
-  join(remembered, channelFromHash());
-} else {
-  showJoinForm();
+channels.start({ tokenMode: Boolean(token) });
+
+/** Joins at once when the page knows who the user is (a token, or a
+ *  nickname from an earlier visit); a server that refuses the page is
+ *  said to, before anything connects. */
+async function begin() {
+  const refusal = await tokenRefusal(token);
+  if (refusal) {
+    showRefused(refusal);
+    return;
+  }
+  const remembered = token ? tokenSubject(token) : localStorage.getItem(NICKNAME_KEY);
+  if (remembered && !nicknameProblem(remembered)) {
+    join(remembered, channelFromHash());
+  } else {
+    showJoinForm();
+  }
 }
+begin();

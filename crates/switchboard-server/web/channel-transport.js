@@ -3,6 +3,8 @@
 // yet confirmed, which are resent with the same idempotency key after a
 // reconnect so that each appears exactly once.
 
+import { tokenRefusal } from './access.js';
+
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 15000;
 
@@ -28,16 +30,19 @@ export class ChannelTransport {
    * @param {object} options
    * @param {string} options.user
    * @param {string} options.channel
+   * @param {string|null} options.token  the connection token (`--auth token`)
    * @param {object} options.on  callbacks: state(s), message(m, {live}),
    *   identity(username) (the name the server knows the connection by), presence(users),
    *   join(user), leave(user), reset(), log(text, kind), refused(reason),
    *   and for sent messages: pending(entry), stored(entry), settled(entry),
-   *   failed(entry, reason); an entry is {key, text, offset, time}
+   *   failed(entry, reason); an entry is {key, text, offset, time};
+   *   denied({code, message}): the server refuses this page's token
    * @param {string} name  shown in the status bar
    */
-  constructor({ user, channel, on }, name) {
+  constructor({ user, channel, token, on }, name) {
     this.user = user;
     this.channel = channel;
+    this.token = token ?? null;
     this.on = on;
     this.name = name;
     this.retryTimer = null;
@@ -119,6 +124,20 @@ export class ChannelTransport {
     this.on.state('reconnecting');
     this.on.log(`reconnect attempt ${this.attempt} in ${(delay / 1000).toFixed(1)} s`);
     this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** After a connection failed: gives up if the server refuses the
+   *  token (expired, say), tries again later otherwise. */
+  async retryUnlessRefused() {
+    const refusal = this.token ? await tokenRefusal(this.token) : null;
+    if (this.stopped) return;
+    if (refusal) {
+      this.stopRetrying();
+      this.on.state('offline');
+      this.on.denied(refusal);
+      return;
+    }
+    this.scheduleRetry();
   }
 
   stopRetrying() {

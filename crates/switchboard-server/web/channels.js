@@ -40,7 +40,13 @@ export class ChannelList {
     this.list = document.getElementById('channel-list');
   }
 
-  start() {
+  /** With `tokenMode` the list holds the channels opened here only: the
+   *  server's list needs the API key, and a stream over the others would
+   *  show this user online in each of them. */
+  start({ tokenMode = false } = {}) {
+    this.tokenMode = tokenMode;
+    this.render();
+    if (tokenMode) return;
     this.refresh();
     this.timer = setInterval(() => this.refresh(), REFRESH_MS);
   }
@@ -117,6 +123,7 @@ export class ChannelList {
   /** One event stream over the other channels (not counted in presence:
    *  no user), moved when the set changes; EventSource resumes it itself. */
   watch() {
+    if (this.tokenMode) return;
     const others = this.channels().filter((c) => c !== this.current).slice(0, MAX_WATCHED);
     const key = others.join(',');
     if (key === this.watched) return;

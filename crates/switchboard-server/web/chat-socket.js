@@ -46,8 +46,9 @@ export class ChatSocket extends ChannelTransport {
   connect() {
     this.on.state(this.attempt === 0 && this.lastOffset === null ? 'connecting' : 'reconnecting');
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${scheme}//${location.host}/ws?user=${encodeURIComponent(this.user)}`;
-    this.on.log(`connecting to ${url}${this.attempt ? ` (attempt ${this.attempt + 1})` : ''}`);
+    const who = this.token ? `token=${encodeURIComponent(this.token)}` : `user=${encodeURIComponent(this.user)}`;
+    const url = `${scheme}//${location.host}/ws?${who}`;
+    this.on.log(`connecting to ${url.replace(/token=[^&]*/, 'token=…')}${this.attempt ? ` (attempt ${this.attempt + 1})` : ''}`);
     const socket = new WebSocket(url);
     this.socket = socket;
     socket.onopen = () => this.on.log('open', 'good');
@@ -61,7 +62,7 @@ export class ChatSocket extends ChannelTransport {
     this.socket = null;
     const reason = event.reason ? ` ${event.reason}` : '';
     this.on.log(`close ${event.code}${reason}`, event.code === 1000 ? 'info' : 'bad');
-    this.scheduleRetry();
+    this.retryUnlessRefused();
   }
 
   reconnectNow() {

@@ -5,6 +5,7 @@
 // recovered by the server (every missed message, nothing twice), and any
 // other rejoins from the last offset shown.
 
+import { tokenRefusal } from './access.js';
 import { ChannelTransport } from './channel-transport.js';
 
 const HISTORY_ON_JOIN = 50;
@@ -55,20 +56,41 @@ export class ChatSocketIo extends ChannelTransport {
     }
     if (this.stopped) return;
     this.on.log('connecting over Socket.IO (long-polling, then WebSocket)');
-    const socket = io({ auth: { user: this.user }, reconnectionDelayMax: 15000 });
+    const auth = this.token ? { token: this.token } : { user: this.user };
+    const socket = io({ auth, reconnectionDelayMax: 15000 });
     this.socket = socket;
     socket.on('connect', () => this.connectedNow());
     socket.on('disconnect', (reason) => {
       this.on.log(`disconnected: ${reason}`, 'bad');
-      if (!this.stopped) this.on.state('reconnecting');
+      if (this.stopped) return;
+      this.on.state('reconnecting');
+      // The server ended the session (an expired token): the client does
+      // not come back by itself.
+      if (reason === 'io server disconnect') this.deniedOrReconnect();
     });
-    socket.on('connect_error', (error) => this.on.log(`connect error: ${error.message}`, 'bad'));
+    socket.on('connect_error', (error) => {
+      this.on.log(`connect error: ${error.message}`, 'bad');
+      if (error.data?.code) this.deny({ code: error.data.code, message: error.message });
+      else if (this.token) this.deniedOrReconnect();
+    });
     socket.io.on('reconnect_attempt', (attempt) => this.on.log(`reconnect attempt ${attempt}`));
     socket.io.engine?.on('upgrade', (transport) => this.on.log(`upgraded to ${transport.name}`));
     socket.on('message', (message) => this.deliver(message));
     socket.on('join', (event) => event.channel === this.channel && this.on.join(event.username));
     socket.on('leave', (event) => event.channel === this.channel && this.on.leave(event.username));
     socket.on('error', (error) => this.on.log(`error ${error.code}: ${error.reason}`, 'bad'));
+  }
+
+  /** The server refuses the token: stop, and say why. */
+  deny(refusal) {
+    this.stop();
+    this.on.denied(refusal);
+  }
+
+  async deniedOrReconnect() {
+    const refusal = await tokenRefusal(this.token);
+    if (refusal) this.deny(refusal);
+    else if (!this.stopped && !this.socket?.active) this.socket?.connect();
   }
 
   stop() {

@@ -3,6 +3,7 @@
 // EventSource reconnects by itself and sends the last event id (the
 // offset), so the server resumes the stream where it broke.
 
+import { authorization } from './access.js';
 import { ChannelTransport, retryDelay } from './channel-transport.js';
 
 const HISTORY_ON_JOIN = 50;
@@ -41,7 +42,7 @@ export class ChatEventSource extends ChannelTransport {
     try {
       response = await fetch(url, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
+        headers: { 'Content-Type': 'application/json', ...authorization(this.token) },
         body: JSON.stringify({ username: this.user, msg: entry.text, idempotency_key: entry.key }),
       });
     } catch (error) {
@@ -69,13 +70,14 @@ export class ChatEventSource extends ChannelTransport {
       if (this.lastOffset === null) await this.loadHistory();
     } catch (error) {
       this.on.log(`history unavailable: ${error.message}`, 'bad');
-      this.scheduleRetry();
+      this.retryUnlessRefused();
       return;
     }
     if (this.stopped) return;
     const query = new URLSearchParams({ channel: this.channel, user: this.user, since: String(this.lastOffset) });
+    if (this.token) query.set('token', this.token);
     const url = `/sse?${query}`;
-    this.on.log(`connecting to ${url}${this.attempt ? ` (attempt ${this.attempt + 1})` : ''}`);
+    this.on.log(`connecting to ${url.replace(/token=[^&]*/, 'token=…')}${this.attempt ? ` (attempt ${this.attempt + 1})` : ''}`);
     const source = new EventSource(url);
     this.source = source;
     source.onopen = () => {
@@ -108,7 +110,7 @@ export class ChatEventSource extends ChannelTransport {
 
   async loadHistory() {
     const url = `/api/channels/${encodeURIComponent(this.channel)}/messages?limit=${HISTORY_ON_JOIN}`;
-    const response = await fetch(url);
+    const response = await fetch(url, { headers: authorization(this.token) });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const page = await response.json();
     this.lastOffset = 0;
@@ -126,6 +128,6 @@ export class ChatEventSource extends ChannelTransport {
     // Closed for good (an HTTP error): start a new stream ourselves.
     this.on.log('error: stream closed', 'bad');
     this.source = null;
-    this.scheduleRetry();
+    this.retryUnlessRefused();
   }
 }

@@ -1,9 +1,12 @@
 //! The JSON HTTP API over channels.
 
 use axum::Json;
+use axum::extract::Request;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_core::history::HistoryQuery;
@@ -14,12 +17,17 @@ use switchboard_core::{ChannelName, Username};
 use switchboard_proto::message::format_time;
 use tokio::sync::oneshot;
 
+use crate::access::{AccessError, Caller, forbidden_publish, forbidden_subscribe};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::transport::channel_session::history_limit;
 
 /// `GET /api/channels`: channels with subscriber count and last offset.
-pub async fn list_channels(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list_channels(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_service(&state, &headers)?;
     let channels = state.node.channels().await.map_err(storage_error)?;
     let channels: Vec<Value> = channels
         .into_iter()
@@ -40,8 +48,10 @@ pub async fn channel_messages(
     State(state): State<AppState>,
     channel: Result<Path<String>, PathRejection>,
     params: Result<Query<HistoryParams>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let channel = channel_name(channel)?;
+    authorize_read(&state, &headers, &channel)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = history_limit(params.limit)
         .map_err(|reason| ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", reason))?;
@@ -64,7 +74,9 @@ pub async fn channel_messages(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
-    username: String,
+    /// Who publishes: required with the API key or without tokens; with a
+    /// user's Bearer token it is the token's `sub`, and may be left out.
+    username: Option<String>,
     msg: String,
     /// Makes a resend of this publish a repeat: see `docs/protocol.md`.
     idempotency_key: Option<String>,
@@ -79,9 +91,15 @@ pub async fn publish_message(
     body: Result<Json<PublishBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let channel = channel_name(channel)?;
+    let caller = state.access.caller(&headers)?;
     let Json(body) = body.map_err(json_error)?;
-    let username = Username::parse(&body.username)
+    let username = body
+        .username
+        .as_deref()
+        .map(Username::parse)
+        .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_username", e.to_string()))?;
+    let username = authorize_publish(&caller, &channel, username)?;
     let key = body
         .idempotency_key
         .map(|key| IdempotencyKey::parse(&key))
@@ -93,7 +111,6 @@ pub async fn publish_message(
                 e.to_string(),
             )
         })?;
-    authorize_publish(&headers, &channel, &username)?;
     let (reply, stored) = oneshot::channel();
     state
         .node
@@ -113,15 +130,57 @@ pub async fn publish_message(
     ))
 }
 
-/// Who may publish over HTTP. Everyone, until authentication exists: this
-/// is where a token in `headers` will be checked against the channel and
-/// the username it claims.
+/// Who publishes: the body's `username` for the API key (or anyone,
+/// without tokens); a user's token's `sub`, if it may publish there and
+/// the body names no one else.
 fn authorize_publish(
-    _headers: &HeaderMap,
-    _channel: &ChannelName,
-    _username: &Username,
+    caller: &Caller,
+    channel: &ChannelName,
+    username: Option<Username>,
+) -> Result<Username, ApiError> {
+    let named = || ApiError::bad_request("username is required: who publishes the message");
+    match caller {
+        Caller::Anyone | Caller::Service => username.ok_or_else(named),
+        Caller::User(grant) => {
+            if !grant.may_publish(channel) {
+                return Err(forbidden_publish(channel).into());
+            }
+            match username {
+                Some(name) if name != grant.username => Err(AccessError::Forbidden(format!(
+                    "the token is {}'s: it cannot publish as {}",
+                    grant.username.as_str(),
+                    name.as_str()
+                ))
+                .into()),
+                _ => Ok(grant.username.clone()),
+            }
+        }
+    }
+}
+
+/// History and presence: the API key, or a token that may subscribe.
+fn authorize_read(
+    state: &AppState,
+    headers: &HeaderMap,
+    channel: &ChannelName,
 ) -> Result<(), ApiError> {
-    Ok(())
+    match state.access.caller(headers)? {
+        Caller::User(grant) if !grant.may_subscribe(channel) => {
+            Err(forbidden_subscribe(channel).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What concerns every channel: the API key (or anyone, without tokens).
+fn require_service(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match state.access.caller(headers)? {
+        Caller::User(_) => Err(AccessError::Forbidden(
+            "this needs the API key (Authorization: apikey KEY)".into(),
+        )
+        .into()),
+        Caller::Anyone | Caller::Service => Ok(()),
+    }
 }
 
 /// Largest `POST …/messages` body: a `msg` of `max_msg_bytes`, even if every
@@ -166,22 +225,77 @@ fn publish_error(e: PublishError) -> ApiError {
 pub async fn channel_presence(
     State(state): State<AppState>,
     channel: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let channel = channel_name(channel)?;
+    authorize_read(&state, &headers, &channel)?;
     let users = state.node.presence(&channel).await.map_err(storage_error)?;
     Ok(Json(json!({ "channel": channel.as_str(), "users": users })))
 }
 
 /// `GET /api/pipeline`: where published messages spend their time, hop
 /// by hop, since the start or the last reset (see `switchboard_core::pipeline`).
-pub async fn pipeline(State(state): State<AppState>) -> Json<PipelineSnapshot> {
-    Json(state.node.pipeline().snapshot())
+pub async fn pipeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<PipelineSnapshot>, ApiError> {
+    require_service(&state, &headers)?;
+    Ok(Json(state.node.pipeline().snapshot()))
 }
 
 /// `DELETE /api/pipeline`: starts the histograms over (`204`).
-pub async fn reset_pipeline(State(state): State<AppState>) -> StatusCode {
+pub async fn reset_pipeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    require_service(&state, &headers)?;
     state.node.pipeline().reset();
-    StatusCode::NO_CONTENT
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// CORS for the API: a page of an allowed origin (`--allowed-origins`, or
+/// the server's own) may read the answers and send credentials; a
+/// preflight is answered here.
+pub async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let allowed = state.access.origins.cors_origin(request.headers());
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        if allowed.is_some() {
+            let headers = response.headers_mut();
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
+        }
+        response
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = allowed {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
 }
 
 fn channel_name(path: Result<Path<String>, PathRejection>) -> Result<ChannelName, ApiError> {

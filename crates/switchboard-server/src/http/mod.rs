@@ -17,6 +17,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use switchboard_core::{ChannelName, Username};
 
+use crate::access::token_expired;
 use crate::app::AppState;
 use crate::echo::Echo;
 use crate::error::ApiError;
@@ -90,6 +91,24 @@ pub fn router(
         .route("/ws", get(native_ws))
         .route("/ws/{user}", get(native_ws_named))
         .route("/sse", get(event_stream))
+        .merge(api_routes(max_msg_bytes))
+        .fallback(static_file)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outside the routes, to answer preflights on them.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::cors,
+        ))
+        .with_state(RouterState {
+            app: state,
+            document_root,
+            socketio,
+        })
+}
+
+/// The JSON HTTP API.
+fn api_routes(max_msg_bytes: usize) -> Router<RouterState> {
+    Router::new()
         .route("/api/channels", get(api::list_channels))
         .route(
             "/api/channels/{channel}/messages",
@@ -107,13 +126,6 @@ pub fn router(
             "/api/pipeline",
             get(api::pipeline).delete(api::reset_pipeline),
         )
-        .fallback(static_file)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(RouterState {
-            app: state,
-            document_root,
-            socketio,
-        })
 }
 
 /// `/`: the operator's `index.html` from the document root if there is one,
@@ -156,7 +168,18 @@ async fn event_stream(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let stream = sse::StreamRequest::parse(request.uri().query().unwrap_or(""), request.headers())?;
+    state.access.check_origin(request.headers())?;
+    let mut stream =
+        sse::StreamRequest::parse(request.uri().query().unwrap_or(""), request.headers())?;
+    let admission = state
+        .access
+        .admit(request.headers(), stream.token.as_deref())?;
+    if let Some(username) = admission.username() {
+        stream.user = Some(username.clone());
+    }
+    for channel in &stream.channels {
+        admission.check_subscribe(channel)?;
+    }
     let abort = request.extensions().get::<AbortConnection>().cloned();
     // A body written to the socket directly must be chunked and sent:
     // HTTP/1.0 bodies are not chunked, and a HEAD response has none.
@@ -166,7 +189,7 @@ async fn event_stream(
         .get::<SocketLoan>()
         .filter(|_| writes_itself)
         .cloned();
-    sse::open(&state, stream, abort, socket).await
+    sse::open(&state, stream, admission, abort, socket).await
 }
 
 /// Engine.IO and Socket.IO: `/socket.io/` (and `/engine.io/` in
@@ -185,6 +208,7 @@ async fn socketio_client(State(socketio): State<Arc<SocketIo>>) -> Response {
 }
 
 async fn echo(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    state.access.check_origin(request.headers())?;
     websocket::upgrade(request, &state, |_| Echo)
 }
 
@@ -193,6 +217,7 @@ async fn echo(State(state): State<AppState>, request: Request) -> Result<Respons
 struct WsParams {
     user: Option<String>,
     channel: Option<String>,
+    token: Option<String>,
 }
 
 async fn native_ws(
@@ -201,7 +226,12 @@ async fn native_ws(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    open_native(state, params.user, params.channel, request)
+    let WsParams {
+        user,
+        channel,
+        token,
+    } = params;
+    open_native(state, user, channel, token, request)
 }
 
 async fn native_ws_named(
@@ -211,18 +241,24 @@ async fn native_ws_named(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    open_native(state, Some(user), params.channel, request)
+    open_native(state, Some(user), params.channel, params.token, request)
 }
 
+/// Opens a `/ws` session: with tokens, as the token's user and only for
+/// the channels it allows; refused before the upgrade otherwise.
 fn open_native(
     state: AppState,
     user: Option<String>,
     channel: Option<String>,
+    token: Option<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let username = match user.as_deref() {
-        None | Some("") => Username::guest(),
-        Some(name) => Username::parse(name).map_err(|e| {
+    state.access.check_origin(request.headers())?;
+    let admission = state.access.admit(request.headers(), token.as_deref())?;
+    let username = match (admission.username(), user.as_deref()) {
+        (Some(name), _) => name.clone(),
+        (None, None | Some("")) => Username::guest(),
+        (None, Some(name)) => Username::parse(name).map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_username", e.to_string())
         })?,
     };
@@ -230,6 +266,10 @@ fn open_native(
         .map(|name| ChannelName::parse(&name))
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_channel", e.to_string()))?;
+    if let Some(channel) = &channel {
+        admission.check_subscribe(channel)?;
+    }
+    let access = state.access.clone();
     let node = state.node.clone();
     let limits = SessionLimits {
         publish: RateLimit::new(state.config.publish_rate, state.config.publish_burst),
@@ -237,7 +277,10 @@ fn open_native(
         work: WorkBudget::new(state.config.max_requests_in_flight),
     };
     websocket::upgrade(request, &state, move |connection| {
-        ChatSession::open(node, connection, username, channel, limits)
+        let outbox = connection.outbox.clone();
+        let on_expiry = Box::new(move || outbox.close(token_expired()));
+        let permits = access.permits(admission, on_expiry);
+        ChatSession::open(node, connection, username, channel, limits, permits)
     })
 }
 

@@ -34,6 +34,7 @@ macro_rules! asset {
 const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
+    asset!("access.js", "text/javascript; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("channel-transport.js", "text/javascript; charset=utf-8"),
     asset!("channels.js", "text/javascript; charset=utf-8"),

@@ -20,6 +20,7 @@ use switchboard_core::node::{
 use switchboard_core::{ChannelName, Node};
 use switchboard_proto::native::{ErrorCode, RequestError, RequestId, ServerMessage};
 
+use crate::access::{AccessError, Permits};
 use crate::transport::publish_gate::{HeldPublish, PublishGate};
 use crate::transport::work_budget::{WorkBudget, WorkPermit};
 
@@ -57,16 +58,24 @@ pub struct ChannelSession {
     /// With an engine shared by many nodes, from the first subscription:
     /// publishes wait while a subscription reads its start.
     gate: Option<Arc<PublishGate>>,
+    /// What the session's token allows (everything without tokens).
+    permits: Permits,
 }
 
 impl ChannelSession {
-    pub fn new(node: Arc<Node>, me: SubscriberHandle, limits: SessionLimits) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        me: SubscriberHandle,
+        limits: SessionLimits,
+        permits: Permits,
+    ) -> Self {
         ChannelSession {
             node,
             me,
             subscriptions: Vec::new(),
             limits,
             gate: None,
+            permits,
         }
     }
 
@@ -115,6 +124,9 @@ impl ChannelSession {
         id: Option<RequestId>,
         prelude: Option<Bytes>,
     ) -> Result<(), Failure> {
+        self.permits
+            .check_subscribe(&channel)
+            .map_err(|e| access_error(&e, id.clone()))?;
         if self.subscriptions.len() >= self.limits.max_subscriptions
             && !self.subscriptions.contains(&channel)
         {
@@ -188,11 +200,16 @@ impl ChannelSession {
             ));
         };
         self.subscriptions.swap_remove(at);
+        self.leave(channel);
+        Ok(())
+    }
+
+    /// Leaves a channel taken off the list.
+    fn leave(&self, channel: &ChannelName) {
         self.node.unsubscribe(channel, self.me.id);
         if let Some(positions) = &self.me.recovery {
             positions.remove(channel);
         }
-        Ok(())
     }
 
     /// Queues a message for storage; its ack (or error) follows once stored.
@@ -206,6 +223,9 @@ impl ChannelSession {
         if !self.limits.publish.try_take() {
             return Err(Failure::RateExceeded);
         }
+        self.permits
+            .check_publish(&channel)
+            .map_err(|e| access_error(&e, id.clone()))?;
         let ack = AckTarget::Connection {
             subscriber: self.me.clone(),
             id: id.clone(),
@@ -229,6 +249,28 @@ impl ChannelSession {
         published.map_err(|e| request_error(publish_error_code(&e), e.to_string(), id))
     }
 
+    /// Takes a new token: the session lasts until its expiry, and leaves
+    /// the channels it no longer allows. Returns the expiry and the
+    /// channels left, for the transport to tell the client.
+    pub fn refresh(
+        &mut self,
+        token: &str,
+        id: &Option<RequestId>,
+    ) -> Result<(u64, Vec<ChannelName>), Failure> {
+        let exp = self
+            .permits
+            .refresh(token)
+            .map_err(|e| access_error(&e, id.clone()))?;
+        let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .partition(|channel| self.permits.check_subscribe(channel).is_ok());
+        self.subscriptions = kept;
+        for channel in &left {
+            self.leave(channel);
+        }
+        Ok((exp, left))
+    }
+
     /// Reads a page of history and queues it as the reply.
     pub fn spawn_history(
         &self,
@@ -236,7 +278,10 @@ impl ChannelSession {
         query: HistoryQuery,
         limit: usize,
         id: Option<RequestId>,
-    ) {
+    ) -> Result<(), Failure> {
+        self.permits
+            .check_subscribe(&channel)
+            .map_err(|e| access_error(&e, id.clone()))?;
         let node = self.node.clone();
         let read = async move {
             let page = node.history(&channel, query, limit).await?;
@@ -251,10 +296,18 @@ impl ChannelSession {
                 messages: &page.messages,
             }
         });
+        Ok(())
     }
 
     /// Reads who is online in `channel` (on every node) and queues the reply.
-    pub fn spawn_presence(&self, channel: ChannelName, id: Option<RequestId>) {
+    pub fn spawn_presence(
+        &self,
+        channel: ChannelName,
+        id: Option<RequestId>,
+    ) -> Result<(), Failure> {
+        self.permits
+            .check_subscribe(&channel)
+            .map_err(|e| access_error(&e, id.clone()))?;
         let node = self.node.clone();
         let read = async move {
             let users = node.presence(&channel).await?;
@@ -267,6 +320,7 @@ impl ChannelSession {
                 users,
             }
         });
+        Ok(())
     }
 
     /// Runs `read` in a task of its own and queues `answer` to what it read
@@ -326,6 +380,11 @@ impl Drop for ChannelSession {
             self.node.unsubscribe(&channel, self.me.id);
         }
     }
+}
+
+/// A request its token does not allow, or a refused refresh.
+pub fn access_error(error: &AccessError, id: Option<RequestId>) -> Failure {
+    request_error(error.error_code(), error.to_string(), id)
 }
 
 pub fn request_error(code: ErrorCode, reason: impl Into<String>, id: Option<RequestId>) -> Failure {

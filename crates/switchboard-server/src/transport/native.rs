@@ -14,6 +14,7 @@ use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::native::{ErrorCode, Inbound, Request, ServerMessage, parse_inbound};
 use switchboard_ws::{CloseCode, CloseFrame, Message};
 
+use crate::access::Permits;
 use crate::transport::channel_session::{
     ChannelSession, Failure, SessionLimits, history_limit, parse_channel, parse_idempotency_key,
     request_error,
@@ -38,6 +39,7 @@ impl ChatSession {
         username: Username,
         default_channel: Option<ChannelName>,
         limits: SessionLimits,
+        permits: Permits,
     ) -> ChatSession {
         let me = SubscriberHandle {
             id: connection.id,
@@ -54,7 +56,7 @@ impl ChatSession {
         };
         let _ = me.outbox.try_push(me.wire.encode_text(&welcome.to_json()));
         let mut session = ChatSession {
-            channels: ChannelSession::new(node, me, limits),
+            channels: ChannelSession::new(node, me, limits, permits),
             default_channel: default_channel.clone(),
         };
         if let Some(channel) = default_channel {
@@ -105,16 +107,30 @@ impl ChatSession {
                 let limit = history_limit(limit.map(|l| l as usize))
                     .map_err(|reason| request_error(ErrorCode::InvalidLimit, reason, id.clone()))?;
                 let query = since.map_or(HistoryQuery::Latest, HistoryQuery::Since);
-                self.channels.spawn_history(channel, query, limit, id);
-                Ok(())
+                self.channels.spawn_history(channel, query, limit, id)
             }
             Request::Presence { channel, id } => {
                 let channel = parse_channel(&channel, &id)?;
-                self.channels.spawn_presence(channel, id);
-                Ok(())
+                self.channels.spawn_presence(channel, id)
             }
             Request::Ping { id } => {
                 replies.send_text(&ServerMessage::Pong { id: id.as_ref() }.to_json());
+                Ok(())
+            }
+            Request::Refresh { token, id } => {
+                let (exp, left) = self.channels.refresh(&token, &id)?;
+                let reply = ServerMessage::Refreshed {
+                    exp,
+                    id: id.as_ref(),
+                };
+                replies.send_text(&reply.to_json());
+                for channel in left {
+                    let notice = ServerMessage::Unsubscribed {
+                        channel: channel.as_str(),
+                        id: None,
+                    };
+                    replies.send_text(&notice.to_json());
+                }
                 Ok(())
             }
         }

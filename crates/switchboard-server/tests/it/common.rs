@@ -139,7 +139,10 @@ impl RawClient {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            self.fill().await;
+            assert!(
+                self.fill().await,
+                "the connection ended before a response head"
+            );
         };
         let head = String::from_utf8(self.buf[..head_end].to_vec()).unwrap();
         self.buf.drain(..head_end);
@@ -161,7 +164,7 @@ impl RawClient {
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .map_or(0, |(_, v)| v.parse().unwrap());
         while self.buf.len() < length {
-            self.fill().await;
+            assert!(self.fill().await, "the connection ended inside the body");
         }
         let body = String::from_utf8(self.buf.drain(..length).collect()).unwrap();
         RawResponse {
@@ -489,7 +492,10 @@ impl ServerProcess {
                 .next()
                 .expect("server exited before listening")
                 .unwrap();
-            if let Some((_, rest)) = line.split_once("listening on http://") {
+            let address = line
+                .split_once("listening on http://")
+                .or_else(|| line.split_once("listening on https://"));
+            if let Some((_, rest)) = address {
                 break rest.trim().parse().unwrap();
             }
         };

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on an ephemeral loopback port, driven
 //! by real clients (tokio-tungstenite, raw sockets, the built binary).
 
+mod access;
 mod bounded;
 mod channels;
 mod cluster;
@@ -17,3 +18,4 @@ mod shutdown;
 mod socketio;
 mod sse;
 mod static_files;
+mod tls;

@@ -20,10 +20,13 @@ use switchboard_core::recovery::RecoveryPositions;
 use switchboard_core::wire::{SocketIoEvents, Wire};
 use switchboard_core::{ChannelName, Node, Username};
 use switchboard_proto::native::{ErrorCode, RequestId, ServerMessage};
+use switchboard_proto::socketio;
 
-use super::namespaces::{Connected, Event, Namespaces};
+use super::namespaces::{Connected, Event, Namespaces, Refusal};
 use super::recovery::{Pid, Recovery, Resumed};
 use super::session::{Fatal, Session};
+use crate::access::token::TokenError;
+use crate::access::{Access, AccessError, Admission, Grant, token_expired};
 use crate::transport::channel_session::{
     ChannelSession, Failure, SessionLimits, history_limit, parse_channel, parse_idempotency_key,
     request_error, send_error,
@@ -31,10 +34,13 @@ use crate::transport::channel_session::{
 
 /// Who the handshake says the client is, from the query string; version 4
 /// clients may say it in `auth` instead.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Handshake {
     pub user: Option<String>,
     pub channel: Option<String>,
+    /// With `--auth token`: the grant of the handshake's token (`?token=`
+    /// or `Authorization: Bearer`), if it had one.
+    pub grant: Option<Grant>,
 }
 
 /// The `auth` of a version 4 connection: who, and the session to recover.
@@ -44,11 +50,14 @@ struct Auth {
     channel: Option<String>,
     pid: Option<String>,
     offset: Option<String>,
+    /// A connection token (`--auth token`); wins over the handshake's.
+    token: Option<String>,
 }
 
 /// The main namespace of one session.
 pub struct ChatNamespaces {
     node: Arc<Node>,
+    access: Arc<Access>,
     /// The handshake's query and the session's limits, until `/` is
     /// connected: then its connection holds them.
     before_connect: Option<Box<(Handshake, SessionLimits)>>,
@@ -78,12 +87,14 @@ enum Rejoin {
 impl ChatNamespaces {
     pub fn new(
         node: Arc<Node>,
+        access: Arc<Access>,
         query: Handshake,
         limits: SessionLimits,
         recovery: Option<Arc<Recovery>>,
     ) -> Self {
         ChatNamespaces {
             node,
+            access,
             before_connect: Some(Box::new((query, limits))),
             recovery,
             connected: None,
@@ -128,6 +139,11 @@ struct PublishArgs {
 }
 
 #[derive(Deserialize)]
+struct RefreshArgs {
+    token: String,
+}
+
+#[derive(Deserialize)]
 struct HistoryArgs {
     channel: String,
     since: Option<u64>,
@@ -152,21 +168,30 @@ impl Namespaces for ChatNamespaces {
         namespace: &str,
         auth: Option<&RawValue>,
         session: &Session,
-    ) -> Result<Connected, String> {
+    ) -> Result<Connected, Refusal> {
         if namespace != "/" {
-            return Err(format!(
+            return Err(Refusal::from(format!(
                 "namespace {namespace} does not exist: switchboard serves its channels on /"
-            ));
+            )));
         }
-        let Some((query, _)) = self.before_connect.as_deref() else {
-            return Err("the main namespace was connected already".into());
+        let Some((query, _)) = self.before_connect.as_deref_mut() else {
+            return Err(Refusal::from(
+                "the main namespace was connected already".to_owned(),
+            ));
         };
         let auth: Auth = auth
             .and_then(|a| serde_json::from_str(a.get()).ok())
             .unwrap_or_default();
-        let username = match auth.user.or_else(|| query.user.clone()).as_deref() {
-            None | Some("") => Username::guest(),
-            Some(name) => Username::parse(name).map_err(|e| e.to_string())?,
+        let admission =
+            admit(&self.access, auth.token.as_deref(), query.grant.take()).map_err(refusal)?;
+        let username = match (
+            admission.username(),
+            auth.user.or_else(|| query.user.clone()),
+        ) {
+            (Some(name), _) => name.clone(),
+            (None, None) => Username::guest(),
+            (None, Some(name)) if name.is_empty() => Username::guest(),
+            (None, Some(name)) => Username::parse(&name).map_err(|e| e.to_string())?,
         };
         let default_channel = auth
             .channel
@@ -175,6 +200,9 @@ impl Namespaces for ChatNamespaces {
             .map(|c| ChannelName::parse(&c))
             .transpose()
             .map_err(|e| e.to_string())?;
+        if let Some(channel) = &default_channel {
+            admission.check_subscribe(channel).map_err(refusal)?;
+        }
         let resumed = match (&self.recovery, auth.pid.as_deref().and_then(Pid::parse)) {
             (Some(recovery), Some(pid)) => recovery
                 .resume(pid, auth.offset.as_deref(), &username)
@@ -202,8 +230,9 @@ impl Namespaces for ChatNamespaces {
         };
         let pid = recoverable.as_ref().map(|(pid, _)| pid.to_string().into());
         let (_, limits) = *self.before_connect.take().expect("checked above");
+        let permits = self.access.permits(admission, disconnect_on_expiry(&me));
         self.connected = Some(Connection {
-            channels: ChannelSession::new(self.node.clone(), me, limits),
+            channels: ChannelSession::new(self.node.clone(), me, limits, permits),
             recoverable,
             rejoin: rejoin.map(Box::new),
         });
@@ -230,9 +259,15 @@ impl Namespaces for ChatNamespaces {
             Some(Rejoin::Recovered(resumed)) => {
                 session.send_frame(reply);
                 for (channel, offset) in resumed.channels {
-                    let _ = connection
-                        .channels
-                        .subscribe(channel, Some(offset), None, None);
+                    // Refused only if the token no longer allows it.
+                    if let Err(Failure::Request(error)) =
+                        connection
+                            .channels
+                            .subscribe(channel, Some(offset), None, None)
+                    {
+                        let me = connection.channels.me();
+                        send_error(me, error.code, &error.reason, None);
+                    }
                 }
             }
         }
@@ -322,21 +357,83 @@ fn handle(
             let limit = history_limit(limit.map(|l| l as usize))
                 .map_err(|reason| request_error(ErrorCode::InvalidLimit, reason, id.clone()))?;
             let query = since.map_or(HistoryQuery::Latest, HistoryQuery::Since);
-            channels.spawn_history(channel, query, limit, id);
-            Ok(())
+            channels.spawn_history(channel, query, limit, id)
         }
         "presence" => {
             let ChannelArgs { channel } = args(event, &id)?;
             let channel = parse_channel(&channel, &id)?;
-            channels.spawn_presence(channel, id);
+            channels.spawn_presence(channel, id)
+        }
+        "refresh" => {
+            let RefreshArgs { token } = args(event, &id)?;
+            let (exp, left) = channels.refresh(&token, &id)?;
+            reply(channels.me(), id.as_ref(), |id| ServerMessage::Refreshed {
+                exp,
+                id,
+            });
+            let me = channels.me();
+            for channel in left {
+                let notice = serde_json::json!({ "channel": channel.as_str() }).to_string();
+                let packet = socketio::main_namespace_event("unsubscribed", &notice, None);
+                let _ = me.outbox.try_push(me.wire.encode_text(&packet));
+            }
             Ok(())
         }
         other => Err(request_error(
             ErrorCode::UnknownType,
-            format!("unknown event {other:?}; expected join, leave, publish, history or presence"),
+            format!(
+                "unknown event {other:?}; expected join, leave, publish, history, presence or refresh"
+            ),
             id,
         )),
     }
+}
+
+/// Who connects: with tokens, the holder of `auth.token`, else of the
+/// handshake's token; a connection with neither is refused.
+fn admit(
+    access: &Access,
+    auth_token: Option<&str>,
+    handshake: Option<Grant>,
+) -> Result<Admission, AccessError> {
+    if !access.tokens_required() {
+        return Ok(Admission::Anonymous);
+    }
+    match (auth_token, handshake) {
+        (Some(token), _) => access.admit_token(token),
+        (None, Some(grant)) => Ok(Admission::Token(grant)),
+        (None, None) => Err(AccessError::Token(TokenError::Missing)),
+    }
+}
+
+/// A `CONNECT_ERROR` whose `data.code` is the refusal's.
+fn refusal(error: AccessError) -> Refusal {
+    Refusal {
+        message: error.to_string(),
+        data: Some(serde_json::json!({ "code": error.code() })),
+    }
+}
+
+/// How long a session told of its expiry has to take the DISCONNECT.
+const DISCONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When the token expires: the namespace is disconnected (the client does
+/// not reconnect by itself) and the session closed with 1008.
+fn disconnect_on_expiry(me: &SubscriberHandle) -> Box<dyn FnOnce() + Send> {
+    let outbox = me.outbox.clone();
+    // An Engine.IO message (`4`) carrying the Socket.IO DISCONNECT of `/`.
+    let packet = socketio::encode(socketio::PacketType::Disconnect, "/", 0, None, None);
+    let disconnect = me.wire.encode_text(&format!("4{packet}"));
+    Box::new(move || {
+        let _ = outbox.try_push(disconnect);
+        // A long poll takes the DISCONNECT only if the session is still
+        // there when it comes back: the session ends a moment later (the
+        // client, told, usually closes it first).
+        tokio::spawn(async move {
+            tokio::time::sleep(DISCONNECT_GRACE).await;
+            outbox.close(token_expired());
+        });
+    })
 }
 
 fn reply<'a>(

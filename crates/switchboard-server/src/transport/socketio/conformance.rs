@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use super::namespaces::{Connected, Event, Namespaces, ack, emit};
+use super::namespaces::{Connected, Event, Namespaces, Refusal, ack, emit};
 use super::session::{AppMessage, EngineApp, Fatal, Session};
 
 /// `/engine.io/`: every message back to its sender, text or binary.
@@ -39,9 +39,9 @@ impl Namespaces for ReferenceNamespaces {
         namespace: &str,
         auth: Option<&RawValue>,
         _session: &Session,
-    ) -> Result<Connected, String> {
+    ) -> Result<Connected, Refusal> {
         if namespace != "/" && namespace != "/custom" {
-            return Err("Invalid namespace".into());
+            return Err(Refusal::from("Invalid namespace".to_owned()));
         }
         let auth = auth.map_or_else(|| "{}".to_owned(), |a| a.get().to_owned());
         self.auth.insert(namespace.to_owned(), auth);

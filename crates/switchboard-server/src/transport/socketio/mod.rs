@@ -36,6 +36,8 @@ use switchboard_core::outbox::Outbox;
 use switchboard_proto::engineio::Version;
 use switchboard_ws::{CloseCode, CloseFrame};
 
+use crate::access::token::TokenError;
+use crate::access::{AccessError, Admission};
 use crate::app::AppState;
 use crate::transport::channel_session::{RateLimit, SessionLimits};
 use crate::transport::websocket::{Upgrade, upgrade_with};
@@ -71,57 +73,10 @@ pub struct SocketIo {
     /// The official browser client (`--socketio-client`), served at
     /// `/socket.io/socket.io.js`.
     client_js: Option<Bytes>,
-    origins: AllowedOrigins,
     /// `None` with `--socketio-recovery off`.
     recovery: Option<Arc<Recovery>>,
     /// With `--engine redis`: polls for sessions held by other nodes.
     forwarder: Option<Forwarder>,
-}
-
-/// Origins whose pages may reach the endpoint, besides the server's own.
-#[derive(Debug, Clone)]
-pub enum AllowedOrigins {
-    Any,
-    List(Vec<String>),
-}
-
-impl AllowedOrigins {
-    /// `--allowed-origins`: exact origins, or `*` for any.
-    pub fn from_config(origins: &[String]) -> Self {
-        if origins.iter().any(|o| o == "*") {
-            AllowedOrigins::Any
-        } else {
-            AllowedOrigins::List(
-                origins
-                    .iter()
-                    .map(|o| o.trim_end_matches('/').to_owned())
-                    .collect(),
-            )
-        }
-    }
-
-    /// Whether a request with these headers may be served: no `Origin`
-    /// (not a browser), the server's own origin, or one allowed.
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-            return true;
-        };
-        match self {
-            AllowedOrigins::Any => true,
-            AllowedOrigins::List(list) => {
-                is_same_origin(origin, headers) || list.iter().any(|o| o == origin)
-            }
-        }
-    }
-}
-
-/// Whether `origin` names the host the request was sent to.
-fn is_same_origin(origin: &str, headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 impl SocketIo {
@@ -165,7 +120,6 @@ impl SocketIo {
             channels: Arc::new(channels),
             conformance: Arc::new(conformance),
             client_js,
-            origins: AllowedOrigins::from_config(&config.allowed_origins),
             recovery: config.socketio_recovery.then(|| {
                 let any_node = state.node.spans_nodes();
                 Arc::new(Recovery::new(config.recovery_window, any_node))
@@ -193,16 +147,16 @@ impl SocketIo {
 
     /// Any request to an Engine.IO endpoint.
     pub async fn serve(&self, state: &AppState, endpoint: Endpoint, request: Request) -> Response {
-        let origin = request.headers().get(header::ORIGIN).cloned();
-        let origins = match endpoint {
-            Endpoint::Channels => self.origins.clone(),
+        let cors = match endpoint {
+            Endpoint::Channels => {
+                if let Err(e) = state.access.check_origin(request.headers()) {
+                    return crate::error::ApiError::from(e).into_response();
+                }
+                state.access.origins.cors_origin(request.headers())
+            }
             // The suites' servers allow any origin.
-            _ => AllowedOrigins::Any,
+            _ => request.headers().get(header::ORIGIN).cloned(),
         };
-        if !origins.allows(request.headers()) {
-            return engine_error(StatusCode::FORBIDDEN, 4, "Forbidden", None);
-        }
-        let cors = origin.filter(|_| request.headers().contains_key(header::ORIGIN));
         let mut response = if request.method() == Method::OPTIONS {
             preflight(request.headers())
         } else {
@@ -328,6 +282,16 @@ impl SocketIo {
                 Box::new(SocketLayer::new(ReferenceNamespaces::default(), version))
             }
             Endpoint::Channels => {
+                // A token at the handshake must be good; without one, the
+                // CONNECT's `auth.token` may still bring it.
+                let grant = match state
+                    .access
+                    .admit(request.headers(), query.token.as_deref())
+                {
+                    Ok(Admission::Token(grant)) => Some(grant),
+                    Ok(Admission::Anonymous) | Err(AccessError::Token(TokenError::Missing)) => None,
+                    Err(e) => return crate::error::ApiError::from(e).into_response(),
+                };
                 let config = &state.config;
                 let limits = SessionLimits {
                     publish: RateLimit::new(config.publish_rate, config.publish_burst),
@@ -337,11 +301,18 @@ impl SocketIo {
                 let handshake = Handshake {
                     user: query.user.clone(),
                     channel: query.channel.clone(),
+                    grant,
                 };
                 // Version 3 clients know nothing of recovery.
                 let recovery = self.recovery.clone().filter(|_| version == Version::V4);
                 Box::new(SocketLayer::new(
-                    ChatNamespaces::new(state.node.clone(), handshake, limits, recovery),
+                    ChatNamespaces::new(
+                        state.node.clone(),
+                        state.access.clone(),
+                        handshake,
+                        limits,
+                        recovery,
+                    ),
                     version,
                 ))
             }
@@ -453,6 +424,7 @@ struct Query<'a> {
     jsonp: bool,
     user: Option<String>,
     channel: Option<String>,
+    token: Option<String>,
 }
 
 impl<'a> Query<'a> {
@@ -466,6 +438,7 @@ impl<'a> Query<'a> {
                 "j" => parsed.jsonp = true,
                 "user" => parsed.user = Some(value.into_owned()),
                 "channel" => parsed.channel = Some(value.into_owned()),
+                "token" => parsed.token = Some(value.into_owned()),
                 _ => {}
             }
         }

@@ -15,13 +15,13 @@ use super::session::{AppMessage, EngineApp, Fatal, RandomId, Session};
 /// What a server's namespaces do.
 pub trait Namespaces: Send + 'static {
     /// Accepts a connection to `namespace` with the handshake's `auth`, or
-    /// refuses it with a message for `CONNECT_ERROR`.
+    /// refuses it with a `CONNECT_ERROR`.
     fn connect(
         &mut self,
         namespace: &str,
         auth: Option<&RawValue>,
         session: &Session,
-    ) -> Result<Connected, String>;
+    ) -> Result<Connected, Refusal>;
 
     /// The namespace is connected: `reply` is its CONNECT packet (a frame),
     /// which must go before any of its events. Sent at once unless the
@@ -48,6 +48,23 @@ pub struct Connected {
     /// The private session id of connection-state recovery: a client sends
     /// it back, with its last event's offset, when it reconnects.
     pub pid: Option<Arc<str>>,
+}
+
+/// Why a namespace refused a connection: the `CONNECT_ERROR`'s message,
+/// and its `data` (version 4) for clients to match on.
+#[derive(Debug)]
+pub struct Refusal {
+    pub message: String,
+    pub data: Option<serde_json::Value>,
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Refusal {
+            message,
+            data: None,
+        }
+    }
 }
 
 /// One event, its attachments gathered.
@@ -183,10 +200,13 @@ impl<N: Namespaces> SocketLayer<N> {
                 self.ever_connected = true;
                 self.namespaces.connected(namespace, session, reply);
             }
-            Err(message) => {
-                let data = match self.version {
-                    Version::V4 => serde_json::json!({ "message": message }).to_string(),
-                    Version::V3 => serde_json::Value::from(message).to_string(),
+            Err(Refusal { message, data }) => {
+                let data = match (self.version, data) {
+                    (Version::V4, Some(data)) => {
+                        serde_json::json!({ "message": message, "data": data }).to_string()
+                    }
+                    (Version::V4, None) => serde_json::json!({ "message": message }).to_string(),
+                    (Version::V3, _) => serde_json::Value::from(message).to_string(),
                 };
                 session.send_message(&socketio::encode(
                     PacketType::ConnectError,

@@ -42,6 +42,7 @@ use tokio::task::AbortHandle;
 
 use self::body::{EventChunks, Feed, Handoff, HyperBody, SocketBody};
 use self::cursor::StreamCursor;
+use crate::access::{Admission, token_expired};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::socket::{AbortConnection, SocketLoan};
@@ -52,6 +53,7 @@ use crate::socket::{AbortConnection, SocketLoan};
 pub async fn open(
     state: &AppState,
     request: StreamRequest,
+    admission: Admission,
     abort: Option<AbortConnection>,
     socket: Option<SocketLoan>,
 ) -> Result<Response, ApiError> {
@@ -135,7 +137,13 @@ pub async fn open(
         })
         .abort_handle()
     });
-    let ends_with_it = Box::new((TaskGuard(watchdog), subscription, registration));
+    // A stream whose token expires ends: `EventSource` comes back with the
+    // same URL and, refused, stops until the page gives it a new token.
+    let closer = outbox.clone();
+    let permits = state
+        .access
+        .permits(admission, Box::new(move || closer.close(token_expired())));
+    let ends_with_it = Box::new((TaskGuard(watchdog), subscription, registration, permits));
     let feed = Feed::new(outbox, state.config.sse_heartbeat, ends_with_it);
     let body = match socket {
         Some(loan) => {

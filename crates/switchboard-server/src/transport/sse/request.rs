@@ -15,6 +15,8 @@ pub struct StreamRequest {
     pub channels: Vec<ChannelName>,
     pub user: Option<Username>,
     pub since: Option<Cursor>,
+    /// `?token=` (`--auth token`; ignored otherwise).
+    pub token: Option<String>,
 }
 
 impl StreamRequest {
@@ -25,6 +27,7 @@ impl StreamRequest {
         let mut channels: Vec<ChannelName> = Vec::new();
         let mut user = None;
         let mut since = None;
+        let mut token = None;
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match key.as_ref() {
                 "channel" => {
@@ -43,9 +46,10 @@ impl StreamRequest {
                 }
                 "user" => {}
                 "since" => since = Some(parse_cursor(&value)?),
+                "token" => token = Some(value.into_owned()),
                 other => {
                     return Err(ApiError::bad_request(format!(
-                        "unknown query parameter {other:?}: expected channel, user, since"
+                        "unknown query parameter {other:?}: expected channel, user, since, token"
                     )));
                 }
             }
@@ -75,6 +79,7 @@ impl StreamRequest {
             channels,
             user,
             since,
+            token,
         })
     }
 }
