@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { io } from 'socket.io-client';
-import { Server, launchBrowser, say, uniqueChannel, waitForMessage, waitForState } from './support.mjs';
+import { Server, launchBrowser, say, uniqueChannel, waitForMessage, waitForState, within } from './support.mjs';
 
 const SECRET = 'e2e secret for connection tokens';
 const API_KEY = 'e2e-api-key';
@@ -32,14 +32,6 @@ const now = () => Math.floor(Date.now() / 1000);
 
 function tokenFor(sub, { ttl = 3600, subscribe = ['*'], publish = ['*'] } = {}) {
   return mint({ sub, exp: now() + ttl, subscribe, publish });
-}
-
-function within(promise, what, ms = WAIT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function once(socket, event) {

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { io } from 'socket.io-client';
 import ioV2 from 'socket.io-client-v2';
 import WebSocket from 'ws';
-import { Server, publishOverHttp, uniqueChannel } from './support.mjs';
+import { Server, publishOverHttp, uniqueChannel, within } from './support.mjs';
 
 const TRANSPORTS = {
   websocket: ['websocket'],
@@ -49,14 +49,6 @@ function clientV4(server, user, transports, extra = {}) {
 /** A v2 client: who it is travels in the query string. */
 function clientV2(server, user, transports, query = {}) {
   return ioV2(server.url, { transports, query: { user, ...query }, reconnection: false, forceNew: true });
-}
-
-function within(promise, what, ms = WAIT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function once(socket, event) {

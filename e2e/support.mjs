@@ -123,6 +123,15 @@ export function serverAndBrowser() {
   return env;
 }
 
+/** `promise`, or a rejection naming `what` after `ms`. */
+export function within(promise, what, ms = 10000) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** A fresh channel name per test, so tests never see each other's messages. */
 export function uniqueChannel(prefix) {
   return `${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;

@@ -95,6 +95,16 @@ impl OriginPolicy {
     }
 }
 
+/// Lets a page of `origin` read the response, with credentials.
+pub fn allow_cors(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
 /// An origin's scheme, host and port (the scheme's default if not given).
 #[derive(Debug, PartialEq, Eq)]
 struct Site {

@@ -17,6 +17,7 @@ use switchboard_core::{ChannelName, Username};
 use switchboard_proto::message::format_time;
 use tokio::sync::oneshot;
 
+use crate::access::origin::allow_cors;
 use crate::access::{AccessError, Caller, forbidden_publish, forbidden_subscribe};
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -287,13 +288,7 @@ pub async fn cors(State(state): State<AppState>, request: Request, next: Next) -
         next.run(request).await
     };
     if let Some(origin) = allowed {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        allow_cors(response.headers_mut(), origin);
     }
     response
 }

@@ -727,6 +727,16 @@ async fn anonymous_mode_ignores_a_token_and_names_no_one_by_it() {
     assert_eq!(reply["code"], "bad_request");
 }
 
+/// `GET path` as a page of `origin` would send it.
+async fn get_from(addr: SocketAddr, path: &str, origin: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn pages_of_other_origins_are_refused_unless_listed() {
     let server = TestServer::start().await;
@@ -748,34 +758,17 @@ async fn pages_of_other_origins_are_refused_unless_listed() {
         let (_, none) = try_upgrade(addr, path, "").await;
         assert_eq!(none.status, 101, "{path}");
     }
-    let refused = reqwest::Client::new()
-        .get(format!("http://{addr}/sse?channel=lobby"))
-        .header("origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(refused).await,
-        (403, "origin_not_allowed".into())
-    );
-    let refused = reqwest::Client::new()
-        .get(format!("http://{addr}/socket.io/?EIO=4&transport=polling"))
-        .header("origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(refused).await,
-        (403, "origin_not_allowed".into())
-    );
+    for path in ["/sse?channel=lobby", "/socket.io/?EIO=4&transport=polling"] {
+        let refused = get_from(addr, path, "http://evil.example").await;
+        assert_eq!(
+            error_code(refused).await,
+            (403, "origin_not_allowed".into()),
+            "{path}"
+        );
+    }
 
     // The API answers everyone, and lets only allowed pages read it (CORS).
-    let cross = reqwest::Client::new()
-        .get(format!("http://{addr}/api/channels"))
-        .header("origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
+    let cross = get_from(addr, "/api/channels", "http://evil.example").await;
     assert_eq!(cross.status(), 200);
     assert!(cross.headers().get("access-control-allow-origin").is_none());
 
@@ -819,12 +812,7 @@ async fn pages_of_other_origins_are_refused_unless_listed() {
     let any = TestServer::with_config(|config| config.allowed_origins = vec!["*".into()]).await;
     let (_, allowed) = try_upgrade(any.addr, "/ws", other).await;
     assert_eq!(allowed.status, 101);
-    let cors = reqwest::Client::new()
-        .get(format!("http://{}/api/channels", any.addr))
-        .header("origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
+    let cors = get_from(any.addr, "/api/channels", "http://evil.example").await;
     assert_eq!(
         cors.headers()["access-control-allow-origin"],
         "http://evil.example"

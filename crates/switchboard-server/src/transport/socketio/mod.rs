@@ -36,6 +36,7 @@ use switchboard_core::outbox::Outbox;
 use switchboard_proto::engineio::Version;
 use switchboard_ws::{CloseCode, CloseFrame};
 
+use crate::access::origin::allow_cors;
 use crate::access::token::TokenError;
 use crate::access::{AccessError, Admission};
 use crate::app::AppState;
@@ -163,13 +164,7 @@ impl SocketIo {
             self.route(state, endpoint, request).await
         };
         if let Some(origin) = cors {
-            let headers = response.headers_mut();
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+            allow_cors(response.headers_mut(), origin);
         }
         response
     }
