@@ -106,6 +106,10 @@ pub async fn run(
     }
     if state.access.tokens_required() {
         tracing::info!("--auth token: connections need a signed token");
+    } else if state.config.api_key.is_some() || state.config.token_hmac_secret.is_some() {
+        tracing::warn!(
+            "--api-key and --token-* take effect with --auth token only: anyone may connect"
+        );
     }
 
     tokio::select! {

@@ -402,6 +402,16 @@ async fn an_event_stream_needs_a_token_and_ends_when_it_expires() {
         error_code(sse(addr, "channel=lobby&token=x.y.z", None).await).await,
         (401, "invalid_token".into())
     );
+    let forged = hs256(&claims("sam", 60, &["*"], &[]), "another secret");
+    assert_eq!(
+        error_code(sse(addr, &format!("channel=lobby&token={forged}"), None).await).await,
+        (401, "invalid_token".into())
+    );
+    let expired = hs256(&claims("sam", 0, &["*"], &[]), SECRET);
+    assert_eq!(
+        error_code(sse(addr, "channel=lobby", Some(&expired)).await).await,
+        (401, "token_expired".into())
+    );
     let reader = token("sam", &["lobby"], &[]);
     assert_eq!(
         error_code(
