@@ -204,6 +204,7 @@ impl GroupCommit {
             }
             Err(error) => {
                 tracing::warn!("append failed: {error}");
+                self.stats.metrics.store_errors.inc();
                 fail_all(acks, error);
             }
         }
@@ -232,6 +233,7 @@ impl GroupCommit {
             Ok(stored) => stored,
             Err(error) => {
                 tracing::warn!("append failed: {error}");
+                self.stats.metrics.store_errors.inc();
                 fail_all(acks, error);
                 return;
             }

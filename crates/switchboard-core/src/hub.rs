@@ -18,6 +18,7 @@ use switchboard_ws::{CloseCode, CloseFrame};
 
 use crate::broker::{ChannelEvent, EventSink};
 use crate::channel::ChannelName;
+use crate::metrics::{NodeMetrics, TransportKind};
 use crate::outbox::{Outbox, Position, PushError};
 use crate::recovery::RecoveryPositions;
 use crate::user::Username;
@@ -67,6 +68,8 @@ pub struct Hub {
     /// [`crate::outbox`]).
     shards: Box<[Mutex<HashMap<ChannelName, Channel>>]>,
     hasher: RandomState,
+    /// Subscriptions and deliveries, for the metrics endpoint.
+    metrics: Arc<NodeMetrics>,
 }
 
 #[derive(Default)]
@@ -81,6 +84,11 @@ struct Subscriber {
     /// Set while history is being replayed to this subscriber: live events
     /// wait here so they follow the replay instead of overtaking it.
     catching_up: Option<CatchUp>,
+    /// The last offset its catch-up delivered: a live message up to it is
+    /// one the replay already sent. With an engine shared by nodes, a
+    /// message can be in the store (and so in the replay) before it comes
+    /// back from Redis to this node's hub.
+    live_after: u64,
 }
 
 #[derive(Default)]
@@ -105,11 +113,17 @@ impl Default for Hub {
         Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
+            metrics: Arc::default(),
         }
     }
 }
 
 impl Hub {
+    /// What the node counts (the hub's deliveries and subscriptions among it).
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
+    }
+
     fn shard(&self, channel: &ChannelName) -> &Mutex<HashMap<ChannelName, Channel>> {
         let index = self.hasher.hash_one(channel) as usize % self.shards.len();
         &self.shards[index]
@@ -131,7 +145,9 @@ impl Hub {
                 slot.insert(Subscriber {
                     handle,
                     catching_up: Some(CatchUp::default()),
+                    live_after: 0,
                 });
+                self.metrics.subscriptions.inc();
             }
         }
         let first_for_user = username.is_some_and(|username| {
@@ -158,6 +174,7 @@ impl Hub {
         let Some(catch_up) = subscriber.catching_up.take() else {
             return;
         };
+        subscriber.live_after = delivered_up_to;
         let handle = &subscriber.handle;
         for held in catch_up.held {
             if held
@@ -178,6 +195,7 @@ impl Hub {
         let mut shard = self.shard(channel).lock();
         let state = shard.get_mut(channel)?;
         let removed = state.subscribers.remove(&id)?;
+        self.metrics.subscriptions.dec();
         let username = removed.handle.username;
         let left = match state.presence.get_mut(&username) {
             _ if !removed.handle.in_presence => None,
@@ -232,6 +250,9 @@ impl Hub {
             return;
         };
         let run_bytes: usize = frames.iter().map(|f| f.json().len()).sum();
+        let messages = frames.iter().filter(|f| f.offset().is_some()).count() as u64;
+        // Counted here, added to the shared counters once per run.
+        let mut delivered = [0u64; TransportKind::ALL.len()];
         let mut joined = JoinedRuns::default();
         for subscriber in state.subscribers.values_mut() {
             // Nobody is told about their own arrival or departure.
@@ -241,6 +262,24 @@ impl Hub {
                 continue;
             }
             let handle = &subscriber.handle;
+            // Runs are in offset order: nearly all start past `live_after`,
+            // and are shared whole; the rest go frame by frame.
+            let (frames, whole) = match frames.first().and_then(|f| f.offset()) {
+                Some(first) if first <= subscriber.live_after => {
+                    let live_after = subscriber.live_after;
+                    let skip = frames
+                        .iter()
+                        .take_while(|f| f.offset().is_some_and(|o| o <= live_after))
+                        .count();
+                    (&frames[skip..], false)
+                }
+                _ => (frames, true),
+            };
+            if frames.is_empty() {
+                continue;
+            }
+            delivered[TransportKind::of(&handle.wire) as usize] +=
+                if whole { messages } else { frames.len() as u64 };
             match &mut subscriber.catching_up {
                 Some(catch_up) => {
                     catch_up.bytes += run_bytes;
@@ -250,7 +289,7 @@ impl Hub {
                         catch_up.held.extend(frames.iter().cloned());
                     }
                 }
-                None if frames.len() > 1 && handle.wire.joins_events() => {
+                None if whole && frames.len() > 1 && handle.wire.joins_events() => {
                     let run = joined.get(frames, &handle.wire);
                     let pushed = match (&handle.recovery, frames.last().and_then(|f| f.offset())) {
                         (Some(tracked), Some(last)) => {
@@ -274,6 +313,9 @@ impl Hub {
                     }
                 }
             }
+        }
+        for kind in TransportKind::ALL {
+            self.metrics.delivered(kind, delivered[kind as usize]);
         }
     }
 }
@@ -495,6 +537,24 @@ mod tests {
         assert_eq!(frames.len(), 1, "one buffer for the run");
         let expected: Vec<u8> = (1..=3).flat_map(|o| frame(o, &ws).to_vec()).collect();
         assert_eq!(frames[0], expected);
+    }
+
+    #[test]
+    fn live_messages_the_replay_already_sent_are_not_sent_again() {
+        // The replay went up to 2 while 1..=3 were on their way from Redis.
+        let hub = Hub::default();
+        let ws = Wire::WebSocket(FrameEncoder::plain());
+        let caught_up = subscriber(&hub, 1, ws);
+        let fresh = subscriber(&hub, 2, ws);
+        hub.go_live(&lobby(), 1, 2);
+        hub.go_live(&lobby(), 2, 0);
+        hub.deliver_all(vec![message(1), message(2), message(3)]);
+        assert_eq!(taken(&caught_up), [frame(3, &ws)]);
+        let whole: Vec<u8> = (1..=3).flat_map(|o| frame(o, &ws).to_vec()).collect();
+        assert_eq!(taken(&fresh), [Bytes::from(whole)]);
+        hub.deliver_all(vec![message(2)]);
+        assert!(taken(&caught_up).is_empty(), "a repeat of 2 is dropped");
+        assert_eq!(hub.metrics().subscriptions.get(), 2);
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod group_commit;
 pub mod history;
 pub mod hub;
 pub mod idempotency;
+pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod pipeline;

@@ -130,6 +130,7 @@ impl AckTarget {
                             code: storage_error_code(error),
                             reason: &reason,
                             id,
+                            retry_after_ms: None,
                         });
                 if let Some(frame) = message {
                     push_or_close(&subscriber.outbox, frame);
@@ -308,7 +309,8 @@ impl Node {
         let hub = Arc::new(Hub::default());
         let broker = Arc::new(MemoryBroker::default());
         broker.attach(hub.clone());
-        Node::start(config, hub, history, broker, Arc::default())
+        let pipeline = Arc::new(PipelineStats::with_metrics(hub.metrics().clone()));
+        Node::start(config, hub, history, broker, pipeline)
     }
 
     /// A node of the Redis engine: history, offsets and presence shared
@@ -321,7 +323,7 @@ impl Node {
             config.idempotency,
         ));
         let hub = Arc::new(Hub::default());
-        let pipeline = Arc::new(PipelineStats::default());
+        let pipeline = Arc::new(PipelineStats::with_metrics(hub.metrics().clone()));
         let broker = Arc::new(RedisBroker::start(
             connection,
             history.clone(),
@@ -665,6 +667,16 @@ impl Node {
     }
 
     /// A channel's epoch and latest offset.
+    /// What the node counts, for the metrics endpoint.
+    pub fn metrics(&self) -> &Arc<crate::metrics::NodeMetrics> {
+        self.hub.metrics()
+    }
+
+    /// Whether the engine's store (SQLite, or Redis) answers now.
+    pub async fn ping(&self) -> Result<(), HistoryError> {
+        self.history.ping().await
+    }
+
     pub async fn position(&self, channel: &ChannelName) -> Result<StreamPosition, HistoryError> {
         self.history.position(channel).await
     }
@@ -675,7 +687,10 @@ impl Node {
         query: HistoryQuery,
         limit: usize,
     ) -> Result<HistoryPage, HistoryError> {
-        self.history.read(channel, query, limit).await
+        self.history
+            .read(channel, query, limit)
+            .await
+            .inspect_err(|_| self.metrics().store_errors.inc())
     }
 
     /// Usernames online in `channel`, sorted: on every node, with the

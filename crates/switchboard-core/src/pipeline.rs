@@ -19,9 +19,13 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::metrics::NodeMetrics;
+
 /// The hop histograms of one node.
 pub struct PipelineStats {
     histograms: Mutex<Histograms>,
+    /// The node's counters: group commits are observed there too.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 struct Histograms {
@@ -50,8 +54,16 @@ impl Histograms {
 
 impl Default for PipelineStats {
     fn default() -> Self {
+        PipelineStats::with_metrics(Arc::default())
+    }
+}
+
+impl PipelineStats {
+    /// Histograms that also report to the node's `metrics`.
+    pub fn with_metrics(metrics: Arc<NodeMetrics>) -> Self {
         PipelineStats {
             histograms: Mutex::new(Histograms::new()),
+            metrics,
         }
     }
 }
@@ -117,6 +129,12 @@ impl PipelineStats {
     /// A group commit of messages accepted at `accepted`, begun at `began`
     /// and stored at `stored`.
     pub(crate) fn record_commit(&self, accepted: &[Instant], began: Instant, stored: Instant) {
+        self.metrics
+            .commit_seconds
+            .observe((stored - began).as_secs_f64());
+        self.metrics
+            .batch_size
+            .observe(accepted.len().max(1) as f64);
         let mut h = self.histograms.lock();
         let _ = h.commit.record(micros(stored - began));
         let _ = h.batch_size.record(accepted.len().max(1) as u64);

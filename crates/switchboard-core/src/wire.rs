@@ -458,6 +458,7 @@ mod tests {
             code: switchboard_proto::native::ErrorCode::InvalidChannel,
             reason: "no",
             id,
+            retry_after_ms: None,
         };
         assert_eq!(
             text(wire.encode_reply(Some(&id), error)),

@@ -83,6 +83,8 @@ pub struct RequestError {
     pub reason: String,
     /// The request's `id`, when it could be read.
     pub id: Option<RequestId>,
+    /// With `rate_limited`: when a retry would be taken.
+    pub retry_after_ms: Option<u64>,
 }
 
 /// The `code` of an `error` message. Stable: clients match on it.
@@ -125,6 +127,9 @@ pub enum ErrorCode {
     InvalidToken,
     /// A `refresh` whose token has expired.
     TokenExpired,
+    /// A publish over the connection's rate (`--publish-rate`, with
+    /// `--publish-burst`): not stored; `retry_after_ms` says when to retry.
+    RateLimited,
 }
 
 impl RequestError {
@@ -133,6 +138,7 @@ impl RequestError {
             code,
             reason: reason.into(),
             id,
+            retry_after_ms: None,
         }
     }
 }
@@ -238,6 +244,9 @@ pub enum ServerMessage<'a> {
         reason: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
+        /// With `rate_limited`: milliseconds until a publish would be taken.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -347,6 +356,7 @@ mod tests {
                 code: ErrorCode::InvalidChannel,
                 reason: "bad",
                 id: Some(&id),
+                retry_after_ms: None,
             }
             .to_json(),
         )

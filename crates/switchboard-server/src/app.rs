@@ -3,6 +3,7 @@
 //! transports and imports neither: they use the state, never the reverse.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use switchboard_core::history::{HistoryError, Retention};
@@ -12,7 +13,8 @@ use switchboard_core::{Node, NodeConfig};
 
 use crate::access::Access;
 use crate::config::{Config, Engine};
-use crate::connections::Connections;
+use crate::connections::{ConnectionLimits, Connections, LimitError, Seat};
+use crate::metrics::{Limit, Metrics};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -23,6 +25,10 @@ pub struct AppState {
     pub node: Arc<Node>,
     /// Who may connect and what they may do.
     pub access: Arc<Access>,
+    /// Set once shutdown begins: `/readyz` says not ready.
+    pub shutting_down: Arc<AtomicBool>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Per-connection WebSocket limits and timings, shared by all connections.
@@ -38,6 +44,17 @@ pub struct WsSettings {
 }
 
 impl AppState {
+    /// A seat for a new connection from `ip` ([`Connections::admit`]),
+    /// a refusal counted in the metrics.
+    pub fn admit(&self, ip: Option<std::net::IpAddr>) -> Result<Seat, LimitError> {
+        self.connections.admit(ip).inspect_err(|e| {
+            self.metrics.rejected(match e {
+                LimitError::Total(_) => Limit::MaxConnections,
+                LimitError::PerIp { .. } => Limit::MaxConnectionsPerIp,
+            })
+        })
+    }
+
     /// Opens the engine's store (under `config.data_dir`, or in Redis) and
     /// starts the node.
     pub async fn new(config: Config, access: Access) -> Result<Self, HistoryError> {
@@ -84,12 +101,20 @@ impl AppState {
                 Node::redis(node_config, &redis).await?
             }
         };
+        let metrics = Metrics::new(node.metrics().clone(), config.engine == Engine::Redis)
+            .expect("every metric is registered once");
+        let limits = ConnectionLimits {
+            max_total: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+        };
         Ok(AppState {
             config: Arc::new(config),
             ws: Arc::new(ws),
-            connections: Arc::new(Connections::default()),
+            connections: Arc::new(Connections::new(limits)),
             node,
             access: Arc::new(access),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::new(metrics),
         })
     }
 }

@@ -77,8 +77,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_RETENTION_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
 
-    /// Messages one connection may publish per second, on average; a
-    /// connection over the limit is closed with 1008.
+    /// Messages one connection may publish per second, on average; over
+    /// it a publish is refused with `rate_limited` and `retry_after_ms`,
+    /// and a connection refused more than a second's (or a burst's) worth
+    /// in a row is closed with 1008.
     #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE", default_value_t = 100.0)]
     pub publish_rate: f64,
 
@@ -125,6 +127,22 @@ pub struct Config {
         default_value_t = 1_000_000
     )]
     pub idempotency_max_keys: u64,
+
+    /// Connections the server holds at once: WebSockets, SSE streams and
+    /// Socket.IO sessions. One more is refused (503
+    /// `too_many_connections`) before it is upgraded or streamed.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    pub max_connections: usize,
+
+    /// Connections one client address may hold at once (with
+    /// `--trust-proxy`, the first address of `X-Forwarded-For`); one more
+    /// is refused with 429 `too_many_connections`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 10_000
+    )]
+    pub max_connections_per_ip: usize,
 
     /// Channels one `/ws` connection may be subscribed to at once; one more
     /// is refused with `too_many_subscriptions`.
@@ -257,7 +275,8 @@ pub struct Config {
 
     /// Behind a reverse proxy: take the request's scheme and host from
     /// `X-Forwarded-Proto` and `X-Forwarded-Host` (for the same-origin
-    /// check). Only when every request comes through the proxy.
+    /// check), and the client's address from `X-Forwarded-For` (for the
+    /// per-address limits). Only when every request comes through the proxy.
     #[arg(long, env = "SWITCHBOARD_TRUST_PROXY")]
     pub trust_proxy: bool,
 
@@ -269,6 +288,22 @@ pub struct Config {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve `/metrics` on this address only (e.g. `127.0.0.1:9090`, for a
+    /// Prometheus that scrapes a private port) instead of on `--listen`.
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// How log lines are written to stdout: `text` for people, or `json`
+    /// (one object per line) for log collectors. `RUST_LOG` picks what is
+    /// logged (`debug` adds a line per HTTP request and per connection).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 
     /// On SIGINT/SIGTERM, how long to wait for connections to close after
     /// telling every WebSocket client 1001 (going away).
@@ -283,6 +318,13 @@ pub enum Engine {
     Embedded,
     /// Redis at `--redis-url`, shared by many nodes.
     Redis,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Who may connect.

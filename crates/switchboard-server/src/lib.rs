@@ -14,7 +14,9 @@
 //!   connection has in flight. [`echo`]: the `/echo` endpoint.
 //! - [`app`]: the state every handler and transport is given, and the
 //!   settings connections use.
-//! - [`connections`]: the registry of live connections that shutdown walks.
+//! - [`connections`]: the registry of live connections that shutdown walks,
+//!   and the connection limits.
+//! - [`metrics`]: what `/metrics` shows.
 //! - [`socket`]: a connection's TCP socket, shared by hyper, an event stream
 //!   that writes its own body, and an outbox writing through.
 //! - [`error`]: [`error::ApiError`], an HTTP status with a JSON body.
@@ -31,6 +33,7 @@ pub mod connections;
 pub mod echo;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod socket;

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use switchboard_server::config::LogFormat;
 use switchboard_server::{Config, server, shutdown};
 use tracing_subscriber::EnvFilter;
 
@@ -27,15 +28,19 @@ fn main() -> anyhow::Result<()> {
     // Crash tests arm the store's fail points through `FAILPOINTS`.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let config = match cli.command {
         Some(Command::Serve(config)) => config,
         None => cli.serve,
     };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .init(),
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -47,6 +47,32 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("SIGHUP handler: {0}")]
     Signal(std::io::Error),
+    #[error("--metrics-listen {addr}: {source}")]
+    MetricsListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// `--metrics-listen`, if given: `/metrics` on its own port.
+async fn serve_metrics(
+    state: &AppState,
+) -> Result<Option<tokio::task::JoinHandle<()>>, StartError> {
+    let Some(addr) = state.config.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::MetricsListen { addr, source })?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    let router = http::metrics_router(state.clone());
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::warn!("the metrics listener stopped: {e}");
+        }
+    })))
 }
 
 /// `--tls-cert` and `--tls-key`, loaded, if given.
@@ -98,6 +124,7 @@ pub async fn run(
     let socketio = Arc::new(socketio);
     Forwarder::start(socketio.clone(), state.clone()).await;
     let router = http::router(state.clone(), document_root, socketio);
+    let metrics_server = serve_metrics(&state).await?;
     let stop = CancellationToken::new();
     let http_tasks = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
@@ -117,6 +144,9 @@ pub async fn run(
         () = shutdown => {}
     }
     drop(listener);
+    state
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 
     tracing::info!(
         websockets = state.connections.len(),
@@ -153,6 +183,9 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("the engine did not stop within the shutdown timeout");
+    }
+    if let Some(task) = metrics_server {
+        task.abort();
     }
     Ok(())
 }

@@ -194,4 +194,7 @@ pub trait HistoryStore: Send + Sync + 'static {
 
     /// Drops what `retention` no longer keeps; returns how many messages went.
     async fn trim(&self, retention: Retention, now_millis: u64) -> Result<u64, HistoryError>;
+
+    /// Whether the store answers now: what a readiness check asks.
+    async fn ping(&self) -> Result<(), HistoryError>;
 }

@@ -730,6 +730,14 @@ impl HistoryStore for SqliteHistory {
             .await
     }
 
+    async fn ping(&self) -> Result<(), HistoryError> {
+        self.blocking(|inner| {
+            inner.reader.lock().query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn position(&self, channel: &ChannelName) -> Result<StreamPosition, HistoryError> {
         let meta = self.inner.meta(channel)?;
         Ok(StreamPosition {

@@ -43,7 +43,7 @@ use bytes::Bytes;
 
 use crate::channel::ChannelName;
 use parking_lot::Mutex;
-use switchboard_ws::CloseFrame;
+use switchboard_ws::{CloseCode, CloseFrame};
 use tokio::sync::Notify;
 
 /// Why a frame was not queued.
@@ -85,6 +85,8 @@ pub struct Outbox {
     waiting_for_room: AtomicBool,
     /// Keeps each frame's [`Position`] beside it ([`Outbox::keeping_positions`]).
     keeps_positions: bool,
+    /// Counts this connection if it is closed as a slow consumer.
+    slow_consumers: Option<prometheus::IntCounter>,
 }
 
 /// Where a queued message stands in its channel. An SSE stream of several
@@ -135,7 +137,15 @@ impl Outbox {
             room: Notify::new(),
             waiting_for_room: AtomicBool::new(false),
             keeps_positions: false,
+            slow_consumers: None,
         }
+    }
+
+    /// Counts in `counter` a close of this outbox as a slow consumer
+    /// (code 1013), wherever it is decided.
+    pub fn counting_slow_consumers(mut self, counter: prometheus::IntCounter) -> Self {
+        self.slow_consumers = Some(counter);
+        self
     }
 
     /// An outbox that keeps each message frame's position beside it, taken
@@ -303,6 +313,11 @@ impl Outbox {
         let mut state = self.state.lock();
         if state.closed || state.close.is_some() {
             return;
+        }
+        if frame.code == CloseCode::TRY_AGAIN_LATER
+            && let Some(counter) = &self.slow_consumers
+        {
+            counter.inc();
         }
         state.close = Some(Box::new(frame));
         drop(state);

@@ -102,6 +102,9 @@ pub(crate) struct Fanout {
     released: Vec<(Arc<Publication>, AckTarget)>,
     /// Relay topics this node listens on, and where their messages go.
     relays: HashMap<String, mpsc::UnboundedSender<Bytes>>,
+    /// Set once the pub/sub connection has been made: the next one is a
+    /// reconnect.
+    connected_before: bool,
 }
 
 /// Why serving a connection ended.
@@ -131,6 +134,7 @@ impl Fanout {
             topic_prefix,
             released: Vec::new(),
             relays: HashMap::new(),
+            connected_before: false,
         }
     }
 
@@ -143,6 +147,7 @@ impl Fanout {
                 Ended::Stopped => return,
                 Ended::Disconnected => {
                     tracing::warn!("Redis pub/sub connection lost; reconnecting");
+                    self.hub.metrics().redis_errors.inc();
                 }
             }
         }
@@ -158,10 +163,18 @@ impl Fanout {
                 Ok(pubsub) => {
                     let (mut sink, stream) = pubsub.split();
                     if self.resubscribe(&mut sink).await.is_ok() {
+                        if self.connected_before {
+                            self.hub.metrics().redis_reconnects.inc();
+                        }
+                        self.connected_before = true;
                         return Some((sink, stream));
                     }
+                    self.hub.metrics().redis_errors.inc();
                 }
-                Err(e) => tracing::debug!("Redis pub/sub connect failed: {e}"),
+                Err(e) => {
+                    tracing::debug!("Redis pub/sub connect failed: {e}");
+                    self.hub.metrics().redis_errors.inc();
+                }
             }
             let retry = tokio::time::sleep(RECONNECT_DELAY);
             tokio::pin!(retry);

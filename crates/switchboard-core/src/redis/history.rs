@@ -135,6 +135,14 @@ impl HistoryStore for RedisHistory {
         })
     }
 
+    async fn ping(&self) -> Result<(), HistoryError> {
+        let mut connection = self.redis.commands.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(redis_error)
+    }
+
     async fn position(&self, channel: &ChannelName) -> Result<StreamPosition, HistoryError> {
         Ok(self.read_script(channel, None, 0).await?.0)
     }

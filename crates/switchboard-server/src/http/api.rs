@@ -21,6 +21,7 @@ use crate::access::origin::allow_cors;
 use crate::access::{AccessError, Caller, forbidden_publish, forbidden_subscribe};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::metrics::PublishedOver;
 use crate::transport::channel_session::history_limit;
 
 /// `GET /api/channels`: channels with subscriber count and last offset.
@@ -117,6 +118,7 @@ pub async fn publish_message(
         .node
         .publish(channel, username, body.msg, key, AckTarget::Reply(reply))
         .map_err(publish_error)?;
+    state.metrics.published(PublishedOver::Http);
     let publication = stored
         .await
         .map_err(|_| ApiError::internal("the store stopped before answering"))?

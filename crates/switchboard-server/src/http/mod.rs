@@ -2,6 +2,7 @@
 
 mod api;
 mod document_root;
+mod health;
 mod page;
 
 pub use document_root::DocumentRoot;
@@ -19,10 +20,12 @@ use switchboard_core::{ChannelName, Username};
 
 use crate::access::token_expired;
 use crate::app::AppState;
+use crate::connections::{Seat, client_ip};
 use crate::echo::Echo;
 use crate::error::ApiError;
+use crate::metrics::PublishedOver;
 use crate::socket::{AbortConnection, SocketLoan};
-use crate::transport::channel_session::{RateLimit, SessionLimits};
+use crate::transport::channel_session::{Counted, RateLimit, SessionLimits};
 use crate::transport::native::ChatSession;
 use crate::transport::socketio::{Endpoint, SocketIo};
 use crate::transport::work_budget::WorkBudget;
@@ -88,6 +91,9 @@ pub fn router(
         .route("/chat/", get(chat_page))
         .route("/chat/{file}", get(chat_asset))
         .route("/echo", get(echo))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics_here))
+        .route("/readyz", get(health::readyz))
         .route("/ws", get(native_ws))
         .route("/ws/{user}", get(native_ws_named))
         .route("/sse", get(event_stream))
@@ -99,11 +105,62 @@ pub fn router(
             state.clone(),
             api::cors,
         ))
+        .layer(axum::middleware::from_fn(request_log))
         .with_state(RouterState {
             app: state,
             document_root,
             socketio,
         })
+}
+
+/// `GET /metrics` on the main port, unless `--metrics-listen` moved it.
+async fn metrics_here(State(state): State<AppState>) -> Response {
+    if state.config.metrics_listen.is_some() {
+        return ApiError::not_found("metrics are served on --metrics-listen").into_response();
+    }
+    metrics_text(&state)
+}
+
+/// Every metric, in Prometheus's text format.
+pub fn metrics_text(state: &AppState) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The router of `--metrics-listen`: `/metrics` alone.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { metrics_text(&state) }),
+        )
+        .with_state(state)
+}
+
+/// One debug line per HTTP request: method, path (never the query, which
+/// may carry a token), status and time to the response head.
+async fn request_log(request: Request, next: axum::middleware::Next) -> Response {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.run(request).await;
+    }
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "http request"
+    );
+    response
 }
 
 /// The JSON HTTP API.
@@ -180,6 +237,7 @@ async fn event_stream(
     for channel in &stream.channels {
         admission.check_subscribe(channel)?;
     }
+    let seat = take_seat(&state, &request)?;
     let abort = request.extensions().get::<AbortConnection>().cloned();
     // A body written to the socket directly must be chunked and sent:
     // HTTP/1.0 bodies are not chunked, and a HEAD response has none.
@@ -189,7 +247,7 @@ async fn event_stream(
         .get::<SocketLoan>()
         .filter(|_| writes_itself)
         .cloned();
-    sse::open(&state, stream, admission, abort, socket).await
+    sse::open(&state, stream, admission, seat, abort, socket).await
 }
 
 /// Engine.IO and Socket.IO: `/socket.io/` (and `/engine.io/` in
@@ -209,7 +267,19 @@ async fn socketio_client(State(socketio): State<Arc<SocketIo>>) -> Response {
 
 async fn echo(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     state.access.check_origin(request.headers())?;
-    websocket::upgrade(request, &state, |_| Echo)
+    let seat = take_seat(&state, &request)?;
+    websocket::upgrade(request, &state, seat, |_| Echo)
+}
+
+/// A place for a new connection under `--max-connections` and
+/// `--max-connections-per-ip`.
+fn take_seat(state: &AppState, request: &Request) -> Result<Seat, ApiError> {
+    let ip = client_ip(
+        request.headers(),
+        request.extensions().get(),
+        state.config.trust_proxy,
+    );
+    Ok(state.admit(ip)?)
 }
 
 /// Query parameters of `/ws`.
@@ -269,14 +339,19 @@ fn open_native(
     if let Some(channel) = &channel {
         admission.check_subscribe(channel)?;
     }
+    let seat = take_seat(&state, &request)?;
     let access = state.access.clone();
     let node = state.node.clone();
     let limits = SessionLimits {
         publish: RateLimit::new(state.config.publish_rate, state.config.publish_burst),
         max_subscriptions: state.config.max_subscriptions,
         work: WorkBudget::new(state.config.max_requests_in_flight),
+        counted: Counted {
+            metrics: state.metrics.clone(),
+            over: PublishedOver::WebSocket,
+        },
     };
-    websocket::upgrade(request, &state, move |connection| {
+    websocket::upgrade(request, &state, seat, move |connection| {
         let outbox = connection.outbox.clone();
         let on_expiry = Box::new(move || outbox.close(token_expired()));
         let permits = access.permits(admission, on_expiry);

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_core::history::{HistoryError, HistoryQuery};
@@ -21,6 +21,7 @@ use switchboard_core::{ChannelName, Node};
 use switchboard_proto::native::{ErrorCode, RequestError, RequestId, ServerMessage};
 
 use crate::access::{AccessError, Permits};
+use crate::metrics::{Limit, Metrics, PublishedOver};
 use crate::transport::publish_gate::{HeldPublish, PublishGate};
 use crate::transport::work_budget::{WorkBudget, WorkPermit};
 
@@ -36,6 +37,15 @@ pub struct SessionLimits {
     pub max_subscriptions: usize,
     /// History reads and subscriptions (with their replay) in flight.
     pub work: WorkBudget,
+    /// Where publishes and refusals are counted.
+    pub counted: Counted,
+}
+
+/// Where a session's publishes and refusals are counted.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    pub metrics: Arc<Metrics>,
+    pub over: PublishedOver,
 }
 
 /// How handling a request went wrong.
@@ -43,7 +53,8 @@ pub struct SessionLimits {
 pub enum Failure {
     /// Answered with an `error`; the session stays.
     Request(RequestError),
-    /// The session is closed: it went over the publish rate.
+    /// The session is closed: it kept publishing over its rate after
+    /// being told to wait.
     RateExceeded,
 }
 
@@ -130,6 +141,10 @@ impl ChannelSession {
         if self.subscriptions.len() >= self.limits.max_subscriptions
             && !self.subscriptions.contains(&channel)
         {
+            self.limits
+                .counted
+                .metrics
+                .rejected(Limit::MaxSubscriptions);
             let reason = format!(
                 "a connection may subscribe to at most {} channels",
                 self.limits.max_subscriptions
@@ -220,8 +235,9 @@ impl ChannelSession {
         idempotency_key: Option<IdempotencyKey>,
         id: Option<RequestId>,
     ) -> Result<(), Failure> {
-        if !self.limits.publish.try_take() {
-            return Err(Failure::RateExceeded);
+        if let Err(refusal) = self.limits.publish.try_take() {
+            self.limits.counted.metrics.rejected(Limit::PublishRate);
+            return Err(rate_limited(refusal, id));
         }
         self.permits
             .check_publish(&channel)
@@ -246,7 +262,12 @@ impl ChannelSession {
                     .publish(channel, username, msg, idempotency_key, ack)
             }
         };
-        published.map_err(|e| request_error(publish_error_code(&e), e.to_string(), id))
+        published.map_err(|e| request_error(publish_error_code(&e), e.to_string(), id))?;
+        self.limits
+            .counted
+            .metrics
+            .published(self.limits.counted.over);
+        Ok(())
     }
 
     /// Takes a new token: the session lasts until its expiry, and leaves
@@ -387,11 +408,27 @@ pub fn access_error(error: &AccessError, id: Option<RequestId>) -> Failure {
     request_error(error.error_code(), error.to_string(), id)
 }
 
+/// A publish over the rate: answered with when to retry; a connection
+/// that goes on regardless is closed (see [`RateRefusal::persistent`]).
+fn rate_limited(refusal: RateRefusal, id: Option<RequestId>) -> Failure {
+    if refusal.persistent {
+        return Failure::RateExceeded;
+    }
+    let retry_after_ms = refusal.retry_after.as_millis().max(1) as u64;
+    Failure::Request(RequestError {
+        code: ErrorCode::RateLimited,
+        reason: format!("over the publish rate: not stored; retry in {retry_after_ms} ms"),
+        id,
+        retry_after_ms: Some(retry_after_ms),
+    })
+}
+
 pub fn request_error(code: ErrorCode, reason: impl Into<String>, id: Option<RequestId>) -> Failure {
     Failure::Request(RequestError {
         code,
         reason: reason.into(),
         id,
+        retry_after_ms: None,
     })
 }
 
@@ -422,9 +459,27 @@ pub fn history_limit(limit: Option<usize>) -> Result<usize, String> {
 /// Queues an error reply (or, for a Socket.IO event without an ack, an
 /// `error` event).
 pub fn send_error(me: &SubscriberHandle, code: ErrorCode, reason: &str, id: Option<&RequestId>) {
+    send_request_error(
+        me,
+        &RequestError {
+            code,
+            reason: reason.to_owned(),
+            id: id.cloned(),
+            retry_after_ms: None,
+        },
+    );
+}
+
+/// [`send_error`] for a refused request, with all it says.
+pub fn send_request_error(me: &SubscriberHandle, error: &RequestError) {
     if let Some(frame) = me
         .wire
-        .encode_reply(id, |id| ServerMessage::Error { code, reason, id })
+        .encode_reply(error.id.as_ref(), |id| ServerMessage::Error {
+            code: error.code,
+            reason: &error.reason,
+            id,
+            retry_after_ms: error.retry_after_ms,
+        })
     {
         let _ = me.outbox.try_push(frame);
     }
@@ -446,6 +501,18 @@ pub struct RateLimit {
     burst: f64,
     tokens: f64,
     last: Instant,
+    /// Publishes refused since the last one taken.
+    refused_in_row: u32,
+}
+
+/// A publish the bucket refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateRefusal {
+    /// Until the bucket holds a token again.
+    pub retry_after: Duration,
+    /// More refused in a row than a second's worth at the rate (or a
+    /// burst's worth, if more): the client does not wait as told.
+    pub persistent: bool,
 }
 
 impl RateLimit {
@@ -455,21 +522,30 @@ impl RateLimit {
             burst: burst.max(1.0),
             tokens: burst.max(1.0),
             last: Instant::now(),
+            refused_in_row: 0,
         }
     }
 
-    /// Takes one token if there is one.
-    pub fn try_take(&mut self) -> bool {
-        let now = Instant::now();
+    /// Takes one token if there is one; says when there will be otherwise.
+    pub fn try_take(&mut self) -> Result<(), RateRefusal> {
+        self.try_take_at(Instant::now())
+    }
+
+    fn try_take_at(&mut self, now: Instant) -> Result<(), RateRefusal> {
         let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
-        } else {
-            false
+            self.refused_in_row = 0;
+            return Ok(());
         }
+        self.refused_in_row = self.refused_in_row.saturating_add(1);
+        let missing = 1.0 - self.tokens;
+        Err(RateRefusal {
+            retry_after: Duration::try_from_secs_f64(missing / self.rate).unwrap_or(Duration::MAX),
+            persistent: f64::from(self.refused_in_row) > self.rate.max(self.burst),
+        })
     }
 }
 
@@ -478,10 +554,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limit_allows_the_burst_then_refuses() {
-        let mut limit = RateLimit::new(0.001, 3.0);
-        assert!(limit.try_take() && limit.try_take() && limit.try_take());
-        assert!(!limit.try_take());
+    fn rate_limit_allows_the_burst_then_refuses_then_cuts_off_a_streak() {
+        let start = Instant::now();
+        let mut limit = RateLimit::new(10.0, 3.0);
+        for _ in 0..3 {
+            assert_eq!(limit.try_take_at(start), Ok(()));
+        }
+        let refused = limit.try_take_at(start).unwrap_err();
+        assert!(!refused.persistent);
+        assert_eq!(refused.retry_after, Duration::from_millis(100));
+        // Back as told: taken, and the streak is over.
+        assert_eq!(
+            limit.try_take_at(start + Duration::from_millis(100)),
+            Ok(())
+        );
+        // Refused more than a second's worth (10) in a row: cut off.
+        let at = start + Duration::from_millis(100);
+        for _ in 0..10 {
+            assert!(!limit.try_take_at(at).unwrap_err().persistent);
+        }
+        assert!(limit.try_take_at(at).unwrap_err().persistent);
     }
 
     #[test]

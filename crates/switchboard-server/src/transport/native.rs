@@ -172,6 +172,7 @@ impl MessageHandler for ChatSession {
                     code: error.code,
                     reason: &error.reason,
                     id: error.id.as_ref(),
+                    retry_after_ms: error.retry_after_ms,
                 };
                 replies.send_text(&reply.to_json());
                 Ok(())

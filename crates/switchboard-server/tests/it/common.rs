@@ -125,8 +125,13 @@ pub const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient::from_stream(TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// A client on a stream connected elsewhere (e.g. from another source address).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         RawClient {
-            stream: TcpStream::connect(addr).await.unwrap(),
+            stream,
             buf: Vec::new(),
         }
     }

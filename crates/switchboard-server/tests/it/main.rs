@@ -11,6 +11,7 @@ mod durability;
 mod handshake;
 mod idempotency;
 mod keepalive;
+mod operating;
 mod pipeline;
 mod protocol;
 mod redis_server;

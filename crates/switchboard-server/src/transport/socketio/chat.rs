@@ -29,7 +29,7 @@ use crate::access::token::TokenError;
 use crate::access::{Access, AccessError, Admission, Grant, token_expired};
 use crate::transport::channel_session::{
     ChannelSession, Failure, SessionLimits, history_limit, parse_channel, parse_idempotency_key,
-    request_error, send_error,
+    request_error, send_error, send_request_error,
 };
 
 /// Who the handshake says the client is, from the query string; version 4
@@ -294,7 +294,7 @@ impl Namespaces for ChatNamespaces {
         match outcome {
             Ok(()) => Ok(()),
             Err(Failure::Request(error)) => {
-                send_error(channels.me(), error.code, &error.reason, error.id.as_ref());
+                send_request_error(channels.me(), &error);
                 Ok(())
             }
             Err(Failure::RateExceeded) => Err(Fatal("publish rate limit exceeded".into())),

@@ -40,7 +40,9 @@ use crate::access::origin::allow_cors;
 use crate::access::token::TokenError;
 use crate::access::{AccessError, Admission};
 use crate::app::AppState;
-use crate::transport::channel_session::{RateLimit, SessionLimits};
+use crate::connections::{Seat, client_ip};
+use crate::metrics::PublishedOver;
+use crate::transport::channel_session::{Counted, RateLimit, SessionLimits};
 use crate::transport::websocket::{Upgrade, upgrade_with};
 use crate::transport::work_budget::WorkBudget;
 
@@ -292,6 +294,10 @@ impl SocketIo {
                     publish: RateLimit::new(config.publish_rate, config.publish_burst),
                     max_subscriptions: config.max_subscriptions,
                     work: WorkBudget::new(config.max_requests_in_flight),
+                    counted: Counted {
+                        metrics: state.metrics.clone(),
+                        over: PublishedOver::SocketIo,
+                    },
                 };
                 let handshake = Handshake {
                     user: query.user.clone(),
@@ -328,13 +334,23 @@ impl SocketIo {
                 return crate::error::ApiError::from(e).into_response();
             }
         }
+        let ip = client_ip(
+            request.headers(),
+            request.extensions().get(),
+            state.config.trust_proxy,
+        );
+        let seat = match state.admit(ip) {
+            Ok(seat) => seat,
+            Err(e) => return crate::error::ApiError::from(e).into_response(),
+        };
         let session = Session::open(
             &self.sessions,
-            &state.connections,
+            state,
             version,
             transport,
             settings.clone(),
             app,
+            seat,
         );
         if !websocket {
             // The open packet is queued: the poll returns at once.
@@ -362,6 +378,8 @@ fn websocket_options(settings: &SessionSettings, outbox: Option<(Arc<Outbox>, u6
         deflate: false,
         settings: settings.websocket.clone(),
         outbox,
+        // The session holds the seat: its WebSockets take none.
+        seat: Seat::within_another(),
     }
 }
 

@@ -23,8 +23,11 @@ use switchboard_ws::{CloseCode, CloseFrame};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::app::AppState;
 use crate::app::WsSettings;
-use crate::connections::{Connections, Registration};
+use crate::connections::{Registration, Seat};
+use crate::metrics::ConnectionKind;
+use switchboard_core::metrics::TransportKind;
 
 /// The timings and limits of one endpoint's sessions.
 #[derive(Debug, Clone)]
@@ -161,6 +164,8 @@ pub struct Session {
     pong: Notify,
     opened: Instant,
     registration: Registration,
+    /// Where the session is counted once a WebSocket carries it.
+    upgraded_gauge: prometheus::IntGauge,
     sessions: Arc<Sessions>,
 }
 
@@ -242,14 +247,22 @@ impl Session {
     /// heartbeat. Only polling sessions can be found by `sid`.
     pub fn open(
         sessions: &Arc<Sessions>,
-        connections: &Arc<Connections>,
+        state: &AppState,
         version: Version,
         transport: Transport,
         settings: Arc<SessionSettings>,
         app: Box<dyn EngineApp>,
+        seat: Seat,
     ) -> Arc<Session> {
-        let outbox = Arc::new(Outbox::new(settings.max_queued_bytes));
-        let registration = connections.register(outbox.clone());
+        let metrics = &state.metrics;
+        let slow = metrics.slow_consumers(TransportKind::SocketIo);
+        let outbox = Arc::new(Outbox::new(settings.max_queued_bytes).counting_slow_consumers(slow));
+        let counted_as = match transport {
+            Transport::Polling | Transport::Upgrading => ConnectionKind::SocketIoPolling,
+            Transport::WebSocket => ConnectionKind::SocketIoWebSocket,
+        };
+        let gauge = metrics.connections(counted_as).clone();
+        let registration = state.connections.register(outbox.clone(), seat, gauge);
         let session = Arc::new(Session {
             sid: sessions.new_sid(),
             version,
@@ -269,6 +282,9 @@ impl Session {
             pong: Notify::new(),
             opened: Instant::now(),
             registration,
+            upgraded_gauge: metrics
+                .connections(ConnectionKind::SocketIoWebSocket)
+                .clone(),
             sessions: sessions.clone(),
         });
         let upgrades: &[&str] = match transport {
@@ -286,7 +302,7 @@ impl Session {
         session.send_text(&handshake.packet());
         if transport == Transport::Polling {
             sessions.by_sid.write().insert(session.sid, session.clone());
-            connections.tasks.spawn(heartbeat(session.clone()));
+            state.connections.tasks.spawn(heartbeat(session.clone()));
         }
         session.with_app(|app, session| {
             app.on_open(session);
@@ -565,6 +581,8 @@ impl Session {
             return false;
         }
         state.transport = Transport::WebSocket;
+        drop(state);
+        self.registration.count_as(self.upgraded_gauge.clone());
         true
     }
 

@@ -44,8 +44,11 @@ use self::body::{EventChunks, Feed, Handoff, HyperBody, SocketBody};
 use self::cursor::StreamCursor;
 use crate::access::{Admission, token_expired};
 use crate::app::AppState;
+use crate::connections::Seat;
 use crate::error::ApiError;
+use crate::metrics::ConnectionKind;
 use crate::socket::{AbortConnection, SocketLoan};
+use switchboard_core::metrics::TransportKind;
 
 /// Opens the stream: subscribes every channel from its resume point and
 /// returns the `text/event-stream` response.
@@ -54,6 +57,7 @@ pub async fn open(
     state: &AppState,
     request: StreamRequest,
     admission: Admission,
+    seat: Seat,
     abort: Option<AbortConnection>,
     socket: Option<SocketLoan>,
 ) -> Result<Response, ApiError> {
@@ -65,11 +69,15 @@ pub async fn open(
     };
     // A stream of several channels writes every channel's position after
     // each message: its outbox keeps each message's position beside it.
-    let outbox = Arc::new(match ids {
-        EventIds::Offset => Outbox::new(state.config.max_queued_bytes),
-        EventIds::ChannelAndOffset => Outbox::keeping_positions(state.config.max_queued_bytes),
-    });
-    let registration = state.connections.register(outbox.clone());
+    let outbox = Arc::new(
+        match ids {
+            EventIds::Offset => Outbox::new(state.config.max_queued_bytes),
+            EventIds::ChannelAndOffset => Outbox::keeping_positions(state.config.max_queued_bytes),
+        }
+        .counting_slow_consumers(state.metrics.slow_consumers(TransportKind::Sse)),
+    );
+    let gauge = state.metrics.connections(ConnectionKind::Sse).clone();
+    let registration = state.connections.register(outbox.clone(), seat, gauge);
     // A stream of one channel that writes itself gets whole HTTP chunks
     // from the hub; one of several joins its events with resume points.
     let wire = match (&socket, ids) {

@@ -24,9 +24,11 @@ use switchboard_core::outbox::{LentSocket, Outbox};
 use switchboard_core::wire::FrameEncoder;
 
 use crate::app::{AppState, WsSettings};
-use crate::connections::Registration;
+use crate::connections::{Registration, Seat};
 use crate::error::ApiError;
+use crate::metrics::ConnectionKind;
 use crate::socket::HttpSocket;
+use switchboard_core::metrics::TransportKind;
 
 /// What a handler is given about the connection it serves.
 #[derive(Debug, Clone)]
@@ -39,7 +41,7 @@ pub struct ConnectionContext {
 }
 
 /// How an endpoint's WebSocket connections are set up.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Upgrade {
     /// Whether permessage-deflate may be agreed.
     pub deflate: bool,
@@ -49,15 +51,20 @@ pub struct Upgrade {
     /// under (by its owner, for shutdown); a new one, registered here, if
     /// `None`.
     pub outbox: Option<(Arc<Outbox>, ConnectionId)>,
+    /// The connection's place under the connection limits (with a new
+    /// outbox; the owner of a given one holds its own).
+    pub seat: Seat,
 }
 
 impl Upgrade {
-    /// The server's settings (`--no-deflate`, `--ping-interval`…) and a new outbox.
-    pub fn from_config(state: &AppState) -> Self {
+    /// The server's settings (`--no-deflate`, `--ping-interval`…) and a
+    /// new outbox, for the connection admitted to `seat`.
+    pub fn from_config(state: &AppState, seat: Seat) -> Self {
         Upgrade {
             deflate: !state.config.no_deflate,
             settings: state.ws.clone(),
             outbox: None,
+            seat,
         }
     }
 }
@@ -67,13 +74,19 @@ impl Upgrade {
 pub fn upgrade<H, F>(
     request: Request,
     state: &AppState,
+    seat: Seat,
     make_handler: F,
 ) -> Result<Response, ApiError>
 where
     H: MessageHandler,
     F: FnOnce(ConnectionContext) -> H + Send + 'static,
 {
-    upgrade_with(request, state, Upgrade::from_config(state), make_handler)
+    upgrade_with(
+        request,
+        state,
+        Upgrade::from_config(state, seat),
+        make_handler,
+    )
 }
 
 /// [`upgrade`] set up as `options` say.
@@ -176,8 +189,14 @@ fn spawn_connection<S, H, F>(
     let (outbox, id, registration) = match options.outbox {
         Some((outbox, id)) => (outbox, id, None),
         None => {
-            let outbox = Arc::new(Outbox::new(options.settings.max_queued_bytes));
-            let registration = state.connections.register(outbox.clone());
+            let slow = state.metrics.slow_consumers(TransportKind::WebSocket);
+            let outbox = Arc::new(
+                Outbox::new(options.settings.max_queued_bytes).counting_slow_consumers(slow),
+            );
+            let gauge = state.metrics.connections(ConnectionKind::WebSocket).clone();
+            let registration = state
+                .connections
+                .register(outbox.clone(), options.seat, gauge);
             (outbox, registration.id, Some(registration))
         }
     };
