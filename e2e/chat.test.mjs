@@ -125,6 +125,32 @@ describe('chat page', () => {
     await page.context().close();
   });
 
+  test('the join form waits for the server to say it takes the page', async () => {
+    // The page first asks GET /ws whether the server refuses it (token
+    // mode). Its answer resets the form, so the form stays hidden until
+    // then: a nickname typed before would be wiped and the join lost.
+    const channel = uniqueChannel('slow-probe');
+    const context = await env.browser.newContext();
+    const page = await context.newPage();
+    let answer;
+    const answered = new Promise((resolve) => (answer = resolve));
+    await page.route('**/ws', async (route) => {
+      await answered;
+      await route.continue();
+    });
+    await page.goto(`${env.server.url}/#${channel}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(await page.isVisible('#join-nickname'), false, 'the form is shown before the answer');
+    answer();
+    await page.fill('#join-nickname', 'patience');
+    await page.selectOption('#join-transport', 'sse');
+    await page.click('#join-form button[type=submit]');
+    await waitForState(page, 'online');
+    assert.equal(await page.textContent('#status-transport'), 'SSE + POST');
+    assert.equal(await page.textContent('#status-user'), 'patience');
+    await context.close();
+  });
+
   test('a message is rendered as text, never as HTML', async () => {
     const channel = uniqueChannel('xss');
     const page = await openChat(env.browser, env.server, 'mallory', channel);

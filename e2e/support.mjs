@@ -156,8 +156,16 @@ export async function openChat(browser, server, nickname, channel, { viewport, t
   return page;
 }
 
-export function waitForState(page, state, timeout = 15000) {
-  return page.waitForSelector(`#status-state[data-state="${state}"]`, { timeout });
+/** Waits for the status bar to show `state`; on timeout the error carries
+ *  the page's event log, which says what the page tried and what it got. */
+export async function waitForState(page, state, timeout = 15000) {
+  try {
+    return await page.waitForSelector(`#status-state[data-state="${state}"]`, { timeout });
+  } catch (error) {
+    const log = await page.$$eval('#event-log li', (items) => items.map((i) => i.textContent)).catch(() => []);
+    error.message += `\npage event log:\n  ${log.join('\n  ')}`;
+    throw error;
+  }
 }
 
 /** Publishes over the HTTP API and returns the stored message's offset. */
