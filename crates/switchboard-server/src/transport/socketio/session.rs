@@ -139,6 +139,11 @@ struct State {
     awaiting_pong: Option<Instant>,
     /// Polling, version 3: the client pinged since the last check.
     pinged: bool,
+    /// Polling: the session is over if the client is not heard from (a
+    /// pong in version 4, a ping in version 3) by then. Checked by every
+    /// request, so the session ends on time however late the heartbeat's
+    /// own timer fires on a busy machine.
+    heard_by: Instant,
     closed: Option<ClosedBy>,
     /// Closed by the client with no poll waiting: the next poll still gets
     /// its `noop` (the client may have sent its poll before its `close`).
@@ -263,6 +268,7 @@ impl Session {
         };
         let gauge = metrics.connections(counted_as).clone();
         let registration = state.connections.register(outbox.clone(), seat, gauge);
+        let heard_by = Instant::now() + settings.ping_interval + settings.ping_timeout;
         let session = Arc::new(Session {
             sid: sessions.new_sid(),
             version,
@@ -274,6 +280,7 @@ impl Session {
                 posting: false,
                 awaiting_pong: None,
                 pinged: false,
+                heard_by,
                 closed: None,
                 farewell_pending: false,
             }),
@@ -397,11 +404,17 @@ impl Session {
                 PacketType::Message => self.dispatch(AppMessage::Text(data)),
                 PacketType::Ping => {
                     // Version 3 clients ping; the answer echoes the data.
-                    self.state.lock().pinged = true;
+                    let mut state = self.state.lock();
+                    state.pinged = true;
+                    state.heard_by = self.next_heard_by();
+                    drop(state);
                     self.send_text(&format!("{}{data}", PacketType::Pong.digit()));
                 }
                 PacketType::Pong => {
-                    self.state.lock().awaiting_pong = None;
+                    let mut state = self.state.lock();
+                    state.awaiting_pong = None;
+                    state.heard_by = self.next_heard_by();
+                    drop(state);
                     self.pong.notify_one();
                 }
                 PacketType::Close => self.close(ClosedBy::Client),
@@ -412,6 +425,12 @@ impl Session {
             },
         }
         Ok(())
+    }
+
+    /// Heard from now: the next ping is due an interval from now (v4 pings
+    /// an interval after the pong), its answer a timeout after that.
+    fn next_heard_by(&self) -> Instant {
+        Instant::now() + self.settings.ping_interval + self.settings.ping_timeout
     }
 
     fn dispatch(&self, message: AppMessage) {
@@ -487,9 +506,10 @@ impl Session {
             if state.closed.is_some() {
                 return !state.farewell_pending;
             }
-            state
-                .awaiting_pong
-                .is_some_and(|deadline| Instant::now() >= deadline)
+            let now = Instant::now();
+            let polling = state.transport != Transport::WebSocket;
+            state.awaiting_pong.is_some_and(|deadline| now >= deadline)
+                || (polling && now >= state.heard_by)
         };
         if overdue {
             tracing::debug!(sid = %self.sid, "socket.io session: ping timeout");
