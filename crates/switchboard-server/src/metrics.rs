@@ -66,15 +66,29 @@ pub enum Limit {
     MaxConnectionsPerIp = 1,
     PublishRate = 2,
     MaxSubscriptions = 3,
+    MaxMsgBytes = 4,
+    AppendQueue = 5,
 }
 
 impl Limit {
-    const ALL: [Limit; 4] = [
+    const ALL: [Limit; 6] = [
         Limit::MaxConnections,
         Limit::MaxConnectionsPerIp,
         Limit::PublishRate,
         Limit::MaxSubscriptions,
+        Limit::MaxMsgBytes,
+        Limit::AppendQueue,
     ];
+
+    /// The limit a refused publish ran into, if it was one.
+    pub fn of_publish(error: &switchboard_core::node::PublishError) -> Option<Limit> {
+        use switchboard_core::node::PublishError;
+        match error {
+            PublishError::TooLarge { .. } => Some(Limit::MaxMsgBytes),
+            PublishError::Overloaded => Some(Limit::AppendQueue),
+            PublishError::Storage(_) => None,
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -82,6 +96,8 @@ impl Limit {
             Limit::MaxConnectionsPerIp => "max_connections_per_ip",
             Limit::PublishRate => "publish_rate",
             Limit::MaxSubscriptions => "max_subscriptions",
+            Limit::MaxMsgBytes => "max_msg_bytes",
+            Limit::AppendQueue => "append_queue",
         }
     }
 }
@@ -92,7 +108,7 @@ pub struct Metrics {
     registry: Registry,
     connections: [IntGauge; 4],
     published: [IntCounter; 3],
-    rejections: [IntCounter; 4],
+    rejections: [IntCounter; 6],
     node: std::sync::Arc<NodeMetrics>,
 }
 
@@ -143,6 +159,13 @@ impl Metrics {
 
     pub fn rejected(&self, limit: Limit) {
         self.rejections[limit as usize].inc();
+    }
+
+    /// Counts a refused publish under its limit, if it ran into one.
+    pub fn publish_refused(&self, error: &switchboard_core::node::PublishError) {
+        if let Some(limit) = Limit::of_publish(error) {
+            self.rejected(limit);
+        }
     }
 
     /// The counter of slow consumers on `kind`'s transport.

@@ -117,7 +117,10 @@ pub async fn publish_message(
     state
         .node
         .publish(channel, username, body.msg, key, AckTarget::Reply(reply))
-        .map_err(publish_error)?;
+        .map_err(|e| {
+            state.metrics.publish_refused(&e);
+            publish_error(e)
+        })?;
     state.metrics.published(PublishedOver::Http);
     let publication = stored
         .await

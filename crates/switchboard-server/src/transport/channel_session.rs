@@ -262,7 +262,10 @@ impl ChannelSession {
                     .publish(channel, username, msg, idempotency_key, ack)
             }
         };
-        published.map_err(|e| request_error(publish_error_code(&e), e.to_string(), id))?;
+        published.map_err(|e| {
+            self.limits.counted.metrics.publish_refused(&e);
+            request_error(publish_error_code(&e), e.to_string(), id)
+        })?;
         self.limits
             .counted
             .metrics

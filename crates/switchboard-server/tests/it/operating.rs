@@ -270,6 +270,7 @@ async fn metrics_count_connections_publishes_deliveries_commits_and_refusals() {
         c.max_subscriptions = 1;
         c.publish_rate = 0.001;
         c.publish_burst = 2.0;
+        c.max_msg_bytes = 100;
     })
     .await;
     let addr = server.addr;
@@ -376,6 +377,19 @@ async fn metrics_count_connections_publishes_deliveries_commits_and_refusals() {
     metric_becomes(
         addr,
         r#"switchboard_limit_rejections_total{limit="publish_rate"}"#,
+        |v| v == 1.0,
+    )
+    .await;
+    let (status, _) = crate::common::post_message(
+        addr,
+        "lobby",
+        serde_json::json!({"username":"bot","msg":"x".repeat(200)}),
+    )
+    .await;
+    assert_eq!(status, 413);
+    metric_becomes(
+        addr,
+        r#"switchboard_limit_rejections_total{limit="max_msg_bytes"}"#,
         |v| v == 1.0,
     )
     .await;
