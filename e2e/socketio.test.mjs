@@ -546,3 +546,39 @@ describe('--socketio-recovery off', () => {
     }
   });
 });
+
+describe('--idle-timeout with socket.io-client 4', () => {
+  let server;
+  before(async () => {
+    server = await Server.start(['--idle-timeout', '800ms', '--ping-interval', '300ms']);
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  for (const transports of [['polling'], ['websocket']]) {
+    test(`over ${transports[0]}: a session in no channel is disconnected by the server, one in a channel stays`, async () => {
+      const channel = uniqueChannel('idle');
+      // Reconnection on: a server disconnect is the kind it does not retry.
+      const idle = io(server.url, { transports, auth: { user: 'ida' }, forceNew: true, reconnectionDelay: 50 });
+      const busy = io(server.url, { transports, auth: { user: 'bea', channel }, forceNew: true, reconnectionDelay: 50 });
+      try {
+        const started = Date.now();
+        const gone = once(idle, 'disconnect');
+        await once(busy, 'connect');
+        const [reason] = await gone;
+        assert.equal(reason, 'io server disconnect');
+        assert.ok(Date.now() - started >= 800, `disconnected after ${Date.now() - started} ms`);
+        // Well past the timeout, the subscribed one still chats.
+        await new Promise((resolve) => setTimeout(resolve, 1200));
+        assert.equal(busy.connected, true);
+        const ack = await request(busy, 'publish', { channel, msg: 'still here' });
+        assert.ok(ack.offset >= 1, JSON.stringify(ack));
+        assert.equal(idle.connected, false);
+      } finally {
+        idle.close();
+        busy.close();
+      }
+    });
+  }
+});

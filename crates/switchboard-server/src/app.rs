@@ -15,6 +15,7 @@ use crate::access::Access;
 use crate::config::{Config, Engine};
 use crate::connections::{ConnectionLimits, Connections, LimitError, Seat};
 use crate::metrics::{Limit, Metrics};
+use crate::rate_limit::KeyedRateLimits;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -29,6 +30,17 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// HTTP publishes, by API key or client address.
+    pub http_publish: Arc<KeyedRateLimits<Publisher>>,
+}
+
+/// Whose bucket an HTTP publish takes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Publisher {
+    /// The API key's holder.
+    ApiKey,
+    /// Anyone else, by client address.
+    Address(std::net::IpAddr),
 }
 
 /// Per-connection WebSocket limits and timings, shared by all connections.
@@ -41,6 +53,12 @@ pub struct WsSettings {
     pub close_timeout: Duration,
     pub deflate_min_size: usize,
     pub deflate_level: u32,
+    /// Counts messages over `max_message_size` (closed with 1009).
+    pub too_large: prometheus::IntCounter,
+    /// A connection with no subscription closes after this long silent.
+    pub idle_timeout: Option<Duration>,
+    /// Counts connections closed for being idle.
+    pub idled: prometheus::IntCounter,
 }
 
 impl AppState {
@@ -58,15 +76,6 @@ impl AppState {
     /// Opens the engine's store (under `config.data_dir`, or in Redis) and
     /// starts the node.
     pub async fn new(config: Config, access: Access) -> Result<Self, HistoryError> {
-        let ws = WsSettings {
-            max_message_size: config.max_message_size,
-            max_queued_bytes: config.max_queued_bytes,
-            ping_interval: config.ping_interval,
-            ping_timeout: config.ping_timeout,
-            close_timeout: config.close_timeout,
-            deflate_min_size: config.deflate_min_size,
-            deflate_level: config.deflate_level,
-        };
         let node_config = NodeConfig {
             max_msg_bytes: config.max_msg_bytes,
             retention: Retention {
@@ -103,10 +112,26 @@ impl AppState {
         };
         let metrics = Metrics::new(node.metrics().clone(), config.engine == Engine::Redis)
             .expect("every metric is registered once");
+        let ws = WsSettings {
+            max_message_size: config.max_message_size,
+            max_queued_bytes: config.max_queued_bytes,
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            close_timeout: config.close_timeout,
+            deflate_min_size: config.deflate_min_size,
+            deflate_level: config.deflate_level,
+            too_large: metrics.rejections(Limit::MaxMessageSize),
+            idle_timeout: Some(config.idle_timeout).filter(|t| !t.is_zero()),
+            idled: metrics.rejections(Limit::IdleTimeout),
+        };
         let limits = ConnectionLimits {
             max_total: config.max_connections,
             max_per_ip: config.max_connections_per_ip,
         };
+        let http_publish = Arc::new(KeyedRateLimits::new(
+            config.http_publish_rate,
+            config.http_publish_burst,
+        ));
         Ok(AppState {
             config: Arc::new(config),
             ws: Arc::new(ws),
@@ -115,6 +140,7 @@ impl AppState {
             access: Arc::new(access),
             shutting_down: Arc::new(AtomicBool::new(false)),
             metrics: Arc::new(metrics),
+            http_publish,
         })
     }
 }

@@ -88,6 +88,17 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_PUBLISH_BURST", default_value_t = 200.0)]
     pub publish_burst: f64,
 
+    /// Messages `POST /api/channels/{channel}/messages` takes per second, on
+    /// average, from one API key (or, without one, one client address);
+    /// over it: 429 `rate_limited` with `retry_after_ms` and `Retry-After`.
+    #[arg(long, env = "SWITCHBOARD_HTTP_PUBLISH_RATE", default_value_t = 1000.0)]
+    pub http_publish_rate: f64,
+
+    /// Messages one API key or client address may publish over HTTP in a
+    /// burst above `--http-publish-rate`.
+    #[arg(long, env = "SWITCHBOARD_HTTP_PUBLISH_BURST", default_value_t = 2000.0)]
+    pub http_publish_burst: f64,
+
     /// Publishes waiting to be stored before new ones are refused (`overloaded`).
     #[arg(long, env = "SWITCHBOARD_APPEND_QUEUE", default_value_t = 65_536)]
     pub append_queue: usize,
@@ -206,6 +217,18 @@ pub struct Config {
     /// How long to wait for an HTTP request's headers before dropping the connection.
     #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+
+    /// Largest HTTP request head (request line and headers), in bytes, at
+    /// least 8192; a bigger one is answered 431 and the connection closed.
+    #[arg(long, env = "SWITCHBOARD_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = max_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// A `/ws` connection or Socket.IO session subscribed to no channel
+    /// that sends nothing for this long is closed (1000, "idle timeout").
+    /// Checked at each keepalive tick, so it may last a `--ping-interval`
+    /// longer. `0s` keeps idle connections.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
 
     /// The official Socket.IO browser client to serve at
     /// `/socket.io/socket.io.js`: the `dist/socket.io.min.js` of the
@@ -334,6 +357,19 @@ pub enum AuthMode {
     Anonymous,
     /// Holders of a connection token signed with the server's key.
     Token,
+}
+
+/// Smallest `--max-header-bytes`: hyper reads requests 8 KiB at a time.
+const MIN_HEADER_BYTES: usize = 8192;
+
+fn max_header_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes < MIN_HEADER_BYTES {
+        return Err(format!(
+            "{bytes} is less than the least, {MIN_HEADER_BYTES}"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Shortest `--node-ttl`: the heartbeat runs five times per TTL.

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde_json::json;
+use std::time::Duration;
 use switchboard_ws::handshake::{HandshakeError, SUPPORTED_VERSION};
 
 /// An error answered to an HTTP client.
@@ -16,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra headers the status requires (e.g. `Upgrade` with 426).
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Over a rate: when to try again (`retry_after_ms` in the body).
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -25,7 +28,20 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    /// 429 `rate_limited`: try again after `retry_after` (also said in
+    /// whole seconds by `Retry-After`).
+    pub fn rate_limited(message: impl Into<String>, retry_after: Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        error
+            .headers
+            .push((header::RETRY_AFTER, HeaderValue::from(seconds)));
+        error.retry_after = Some(retry_after);
+        error
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -83,7 +99,10 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(code = self.code, "{}", self.message);
         }
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(retry_after) = self.retry_after {
+            body["error"]["retry_after_ms"] = json!(retry_after.as_millis() as u64);
+        }
         let mut response = (self.status, Json(body)).into_response();
         response.headers_mut().extend(self.headers);
         response

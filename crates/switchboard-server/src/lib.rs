@@ -17,6 +17,7 @@
 //! - [`connections`]: the registry of live connections that shutdown walks,
 //!   and the connection limits.
 //! - [`metrics`]: what `/metrics` shows.
+//! - [`rate_limit`]: token buckets for publish rates.
 //! - [`socket`]: a connection's TCP socket, shared by hyper, an event stream
 //!   that writes its own body, and an outbox writing through.
 //! - [`error`]: [`error::ApiError`], an HTTP status with a JSON body.
@@ -34,6 +35,7 @@ pub mod echo;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod rate_limit;
 pub mod server;
 pub mod shutdown;
 pub mod socket;

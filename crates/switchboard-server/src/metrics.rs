@@ -68,16 +68,26 @@ pub enum Limit {
     MaxSubscriptions = 3,
     MaxMsgBytes = 4,
     AppendQueue = 5,
+    MaxMessageSize = 6,
+    MaxHeaderBytes = 7,
+    HeaderTimeout = 8,
+    IdleTimeout = 9,
+    HttpPublishRate = 10,
 }
 
 impl Limit {
-    const ALL: [Limit; 6] = [
+    const ALL: [Limit; 11] = [
         Limit::MaxConnections,
         Limit::MaxConnectionsPerIp,
         Limit::PublishRate,
         Limit::MaxSubscriptions,
         Limit::MaxMsgBytes,
         Limit::AppendQueue,
+        Limit::MaxMessageSize,
+        Limit::MaxHeaderBytes,
+        Limit::HeaderTimeout,
+        Limit::IdleTimeout,
+        Limit::HttpPublishRate,
     ];
 
     /// The limit a refused publish ran into, if it was one.
@@ -98,6 +108,11 @@ impl Limit {
             Limit::MaxSubscriptions => "max_subscriptions",
             Limit::MaxMsgBytes => "max_msg_bytes",
             Limit::AppendQueue => "append_queue",
+            Limit::MaxMessageSize => "max_message_size",
+            Limit::MaxHeaderBytes => "max_header_bytes",
+            Limit::HeaderTimeout => "header_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::HttpPublishRate => "http_publish_rate",
         }
     }
 }
@@ -108,7 +123,7 @@ pub struct Metrics {
     registry: Registry,
     connections: [IntGauge; 4],
     published: [IntCounter; 3],
-    rejections: [IntCounter; 6],
+    rejections: [IntCounter; 11],
     node: std::sync::Arc<NodeMetrics>,
 }
 
@@ -159,6 +174,11 @@ impl Metrics {
 
     pub fn rejected(&self, limit: Limit) {
         self.rejections[limit as usize].inc();
+    }
+
+    /// `limit`'s counter, for a part that counts without the metrics.
+    pub fn rejections(&self, limit: Limit) -> IntCounter {
+        self.rejections[limit as usize].clone()
     }
 
     /// Counts a refused publish under its limit, if it ran into one.

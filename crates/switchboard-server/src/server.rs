@@ -24,6 +24,7 @@ use crate::access::{Access, AccessSetupError};
 use crate::app::AppState;
 use crate::config::Config;
 use crate::http::{self, DocumentRoot};
+use crate::metrics::Limit;
 use crate::socket::{AbortConnection, HttpSocket};
 use crate::tls::{Tls, TlsError};
 use crate::transport::socketio::SocketIo;
@@ -201,14 +202,15 @@ async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let router = router.clone();
-                let config = state.config.clone();
-                let stop = stop.clone();
+                let connection = HttpConnection {
+                    peer,
+                    router: router.clone(),
+                    state: state.clone(),
+                    stop: stop.clone(),
+                };
                 match tls {
-                    Some(tls) => {
-                        tasks.spawn(serve_https(tls.clone(), stream, peer, router, config, stop))
-                    }
-                    None => tasks.spawn(serve_http(stream, peer, router, config, stop)),
+                    Some(tls) => tasks.spawn(serve_https(tls.clone(), stream, connection)),
+                    None => tasks.spawn(serve_http(stream, connection)),
                 };
             }
             Err(e) if is_per_connection_error(&e) => {}
@@ -230,34 +232,31 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Serves one HTTP/1.1 connection; a WebSocket upgrade leaves it and carries
-/// on in its own task.
-async fn serve_http(
-    stream: TcpStream,
+/// What serving one accepted connection needs.
+struct HttpConnection {
     peer: SocketAddr,
     router: Router,
-    config: std::sync::Arc<Config>,
+    state: AppState,
     stop: CancellationToken,
-) {
+}
+
+/// Serves one HTTP/1.1 connection; a WebSocket upgrade leaves it and carries
+/// on in its own task.
+async fn serve_http(stream: TcpStream, connection: HttpConnection) {
     // Small frames go out at once; batching happens in our write queue.
     let _ = stream.set_nodelay(true);
     let socket = HttpSocket::new(stream);
     let loan = socket.lend();
-    serve_connection(socket, Some(loan), peer, router, config, stop).await;
+    serve_connection(socket, Some(loan), connection).await;
 }
 
 /// [`serve_http`] inside TLS, once the handshake is done (within
 /// `--header-timeout`). Nothing writes past the TLS layer: no socket is lent.
-async fn serve_https(
-    tls: Tls,
-    stream: TcpStream,
-    peer: SocketAddr,
-    router: Router,
-    config: std::sync::Arc<Config>,
-    stop: CancellationToken,
-) {
+async fn serve_https(tls: Tls, stream: TcpStream, connection: HttpConnection) {
     let _ = stream.set_nodelay(true);
-    let handshake = tokio::time::timeout(config.header_timeout, tls.accept(stream));
+    let HttpConnection { peer, stop, .. } = &connection;
+    let timeout = connection.state.config.header_timeout;
+    let handshake = tokio::time::timeout(timeout, tls.accept(stream));
     let stream = tokio::select! {
         accepted = handshake => match accepted {
             Ok(Ok(Some(stream))) => stream,
@@ -267,16 +266,18 @@ async fn serve_https(
         },
         () = stop.cancelled() => return,
     };
-    serve_connection(stream, None, peer, router, config, stop).await;
+    serve_connection(stream, None, connection).await;
 }
 
 async fn serve_connection<I>(
     io: I,
     loan: Option<crate::socket::SocketLoan>,
-    peer: SocketAddr,
-    router: Router,
-    config: std::sync::Arc<Config>,
-    stop: CancellationToken,
+    HttpConnection {
+        peer,
+        router,
+        state,
+        stop,
+    }: HttpConnection,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -292,7 +293,8 @@ async fn serve_connection<I>(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        .header_read_timeout(state.config.header_timeout)
+        .max_buf_size(state.config.max_header_bytes)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -311,5 +313,11 @@ async fn serve_connection<I>(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, "http connection ended: {e}");
+        // hyper has answered 431 (or 414), or dropped a slow request head.
+        if e.is_parse_too_large() {
+            state.metrics.rejected(Limit::MaxHeaderBytes);
+        } else if e.is_timeout() {
+            state.metrics.rejected(Limit::HeaderTimeout);
+        }
     }
 }

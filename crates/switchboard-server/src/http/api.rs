@@ -1,14 +1,16 @@
 //! The JSON HTTP API over channels.
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::Request;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::idempotency::IdempotencyKey;
 use switchboard_core::node::{AckTarget, PublishError};
@@ -19,9 +21,10 @@ use tokio::sync::oneshot;
 
 use crate::access::origin::allow_cors;
 use crate::access::{AccessError, Caller, forbidden_publish, forbidden_subscribe};
-use crate::app::AppState;
+use crate::app::{AppState, Publisher};
+use crate::connections::client_ip;
 use crate::error::ApiError;
-use crate::metrics::PublishedOver;
+use crate::metrics::{Limit, PublishedOver};
 use crate::transport::channel_session::history_limit;
 
 /// `GET /api/channels`: channels with subscriber count and last offset.
@@ -90,11 +93,34 @@ pub async fn publish_message(
     State(state): State<AppState>,
     channel: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Json<PublishBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let channel = channel_name(channel)?;
     let caller = state.access.caller(&headers)?;
-    let Json(body) = body.map_err(json_error)?;
+    let publisher = match caller {
+        Caller::Service => Publisher::ApiKey,
+        Caller::Anyone | Caller::User(_) => {
+            let peer = peer.as_ref().map(|Extension(peer)| peer);
+            match client_ip(&headers, peer, state.config.trust_proxy) {
+                Some(ip) => Publisher::Address(ip),
+                None => Publisher::ApiKey,
+            }
+        }
+    };
+    if let Err(refusal) = state.http_publish.try_take(publisher) {
+        state.metrics.rejected(Limit::HttpPublishRate);
+        return Err(ApiError::rate_limited(
+            "over --http-publish-rate: wait retry_after_ms before publishing again",
+            refusal.retry_after,
+        ));
+    }
+    let Json(body) = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            state.metrics.rejected(Limit::MaxMsgBytes);
+        }
+        json_error(rejection)
+    })?;
     let username = body
         .username
         .as_deref()

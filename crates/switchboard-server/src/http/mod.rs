@@ -23,9 +23,10 @@ use crate::app::AppState;
 use crate::connections::{Seat, client_ip};
 use crate::echo::Echo;
 use crate::error::ApiError;
-use crate::metrics::PublishedOver;
+use crate::metrics::{Limit, PublishedOver};
+use crate::rate_limit::RateLimit;
 use crate::socket::{AbortConnection, SocketLoan};
-use crate::transport::channel_session::{Counted, RateLimit, SessionLimits};
+use crate::transport::channel_session::{Counted, SessionLimits};
 use crate::transport::native::ChatSession;
 use crate::transport::socketio::{Endpoint, SocketIo};
 use crate::transport::work_budget::WorkBudget;
@@ -226,8 +227,14 @@ async fn event_stream(
     request: Request,
 ) -> Result<Response, ApiError> {
     state.access.check_origin(request.headers())?;
-    let mut stream =
-        sse::StreamRequest::parse(request.uri().query().unwrap_or(""), request.headers())?;
+    let query = request.uri().query().unwrap_or("");
+    let max_channels = state.config.max_subscriptions;
+    let mut stream = sse::StreamRequest::parse(query, request.headers(), max_channels)
+        .inspect_err(|e| {
+            if e.code == sse::TOO_MANY_CHANNELS {
+                state.metrics.rejected(Limit::MaxSubscriptions);
+            }
+        })?;
     let admission = state
         .access
         .admit(request.headers(), stream.token.as_deref())?;

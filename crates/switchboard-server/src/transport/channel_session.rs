@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_core::history::{HistoryError, HistoryQuery};
@@ -22,6 +21,7 @@ use switchboard_proto::native::{ErrorCode, RequestError, RequestId, ServerMessag
 
 use crate::access::{AccessError, Permits};
 use crate::metrics::{Limit, Metrics, PublishedOver};
+use crate::rate_limit::{RateLimit, RateRefusal};
 use crate::transport::publish_gate::{HeldPublish, PublishGate};
 use crate::transport::work_budget::{WorkBudget, WorkPermit};
 
@@ -97,6 +97,10 @@ impl ChannelSession {
 
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    pub fn is_subscribed_anywhere(&self) -> bool {
+        !self.subscriptions.is_empty()
     }
 
     pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
@@ -497,87 +501,9 @@ pub fn publish_error_code(error: &PublishError) -> ErrorCode {
     }
 }
 
-/// A token bucket: `rate` per second on average, `burst` at once.
-#[derive(Debug, Clone)]
-pub struct RateLimit {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-    /// Publishes refused since the last one taken.
-    refused_in_row: u32,
-}
-
-/// A publish the bucket refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateRefusal {
-    /// Until the bucket holds a token again.
-    pub retry_after: Duration,
-    /// More refused in a row than a second's worth at the rate (or a
-    /// burst's worth, if more): the client does not wait as told.
-    pub persistent: bool,
-}
-
-impl RateLimit {
-    pub fn new(rate: f64, burst: f64) -> Self {
-        RateLimit {
-            rate,
-            burst: burst.max(1.0),
-            tokens: burst.max(1.0),
-            last: Instant::now(),
-            refused_in_row: 0,
-        }
-    }
-
-    /// Takes one token if there is one; says when there will be otherwise.
-    pub fn try_take(&mut self) -> Result<(), RateRefusal> {
-        self.try_take_at(Instant::now())
-    }
-
-    fn try_take_at(&mut self, now: Instant) -> Result<(), RateRefusal> {
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.refused_in_row = 0;
-            return Ok(());
-        }
-        self.refused_in_row = self.refused_in_row.saturating_add(1);
-        let missing = 1.0 - self.tokens;
-        Err(RateRefusal {
-            retry_after: Duration::try_from_secs_f64(missing / self.rate).unwrap_or(Duration::MAX),
-            persistent: f64::from(self.refused_in_row) > self.rate.max(self.burst),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rate_limit_allows_the_burst_then_refuses_then_cuts_off_a_streak() {
-        let start = Instant::now();
-        let mut limit = RateLimit::new(10.0, 3.0);
-        for _ in 0..3 {
-            assert_eq!(limit.try_take_at(start), Ok(()));
-        }
-        let refused = limit.try_take_at(start).unwrap_err();
-        assert!(!refused.persistent);
-        assert_eq!(refused.retry_after, Duration::from_millis(100));
-        // Back as told: taken, and the streak is over.
-        assert_eq!(
-            limit.try_take_at(start + Duration::from_millis(100)),
-            Ok(())
-        );
-        // Refused more than a second's worth (10) in a row: cut off.
-        let at = start + Duration::from_millis(100);
-        for _ in 0..10 {
-            assert!(!limit.try_take_at(at).unwrap_err().persistent);
-        }
-        assert!(limit.try_take_at(at).unwrap_err().persistent);
-    }
 
     #[test]
     fn history_limit_defaults_and_bounds() {

@@ -142,6 +142,10 @@ impl MessageHandler for ChatSession {
         self.channels.poll_ready(cx)
     }
 
+    fn is_subscribed(&self) -> bool {
+        self.channels.is_subscribed_anywhere()
+    }
+
     fn on_message(
         &mut self,
         message: Message,

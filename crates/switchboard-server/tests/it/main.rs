@@ -11,6 +11,7 @@ mod durability;
 mod handshake;
 mod idempotency;
 mod keepalive;
+mod limits;
 mod operating;
 mod pipeline;
 mod protocol;

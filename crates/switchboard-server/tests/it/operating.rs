@@ -231,7 +231,7 @@ async fn one_address_past_its_share_is_refused_with_429_and_others_are_not() {
 }
 
 /// The text of `/metrics` on `addr`.
-async fn metrics(addr: std::net::SocketAddr) -> (u16, String) {
+pub async fn metrics(addr: std::net::SocketAddr) -> (u16, String) {
     let response = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap();
@@ -240,14 +240,14 @@ async fn metrics(addr: std::net::SocketAddr) -> (u16, String) {
 }
 
 /// The value of the series `series` (name and labels, as written) in `text`.
-fn value(text: &str, series: &str) -> Option<f64> {
+pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.trim().parse().unwrap())
 }
 
 /// Waits until `series` on `addr` satisfies `wanted`; returns its value.
-async fn metric_becomes(
+pub async fn metric_becomes(
     addr: std::net::SocketAddr,
     series: &str,
     wanted: impl Fn(f64) -> bool,

@@ -626,10 +626,11 @@ async fn stalled_stream_is_dropped(query: &str) {
 #[tokio::test]
 async fn bad_stream_requests_get_json_errors() {
     let server = TestServer::start().await;
-    let too_many: Vec<String> = (0..65).map(|i| format!("channel=c{i}")).collect();
+    // Past --max-subscriptions (100 by default).
+    let too_many: Vec<String> = (0..101).map(|i| format!("channel=c{i}")).collect();
     let too_many = too_many.join("&");
     for (query, last_id, code) in [
-        (too_many.as_str(), None, "bad_request"),
+        (too_many.as_str(), None, "too_many_subscriptions"),
         ("", None, "missing_channel"),
         ("channel=bad%20name", None, "invalid_channel"),
         ("channel=a&user=%20padded", None, "invalid_username"),

@@ -277,6 +277,12 @@ impl Namespaces for ChatNamespaces {
         self.end();
     }
 
+    fn is_subscribed(&self) -> bool {
+        self.connected
+            .as_ref()
+            .is_some_and(|connection| connection.channels.is_subscribed_anywhere())
+    }
+
     fn event(&mut self, event: Event<'_>, _session: &Session) -> Result<(), Fatal> {
         let Some(Connection { channels, .. }) = self.connected.as_mut() else {
             return Ok(());

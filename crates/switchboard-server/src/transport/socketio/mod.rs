@@ -42,7 +42,8 @@ use crate::access::{AccessError, Admission};
 use crate::app::AppState;
 use crate::connections::{Seat, client_ip};
 use crate::metrics::PublishedOver;
-use crate::transport::channel_session::{Counted, RateLimit, SessionLimits};
+use crate::rate_limit::RateLimit;
+use crate::transport::channel_session::{Counted, SessionLimits};
 use crate::transport::websocket::{Upgrade, upgrade_with};
 use crate::transport::work_budget::WorkBudget;
 
@@ -231,11 +232,15 @@ impl SocketIo {
             })
             .into_response();
         }
+        let too_large = session.settings.websocket.too_large.clone();
         let answer = match *request.method() {
             Method::GET => polling::poll(session).await,
             Method::POST => polling::post(session, request.into_body()).await,
             _ => PollAnswer::BadRequest,
         };
+        if matches!(answer, PollAnswer::TooLarge) {
+            too_large.inc();
+        }
         polling_response(answer)
     }
 

@@ -40,6 +40,11 @@ pub trait Namespaces: Send + 'static {
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Ready(())
     }
+
+    /// Whether the connection holds subscriptions (see `--idle-timeout`).
+    fn is_subscribed(&self) -> bool {
+        true
+    }
 }
 
 /// What the reply to a connection says besides the socket's `sid`.
@@ -248,6 +253,22 @@ impl<N: Namespaces> SocketLayer<N> {
 }
 
 impl<N: Namespaces> EngineApp for SocketLayer<N> {
+    fn is_subscribed(&self) -> bool {
+        self.namespaces.is_subscribed()
+    }
+
+    /// Every connected namespace is disconnected by the server: the client
+    /// does not reconnect by itself.
+    fn on_idle(&mut self, session: &Session) {
+        let ConnectedNamespaces { main, others } = std::mem::take(&mut self.connected);
+        let main = main.then_some("/");
+        for namespace in main.into_iter().chain(others.iter().map(|n| &**n)) {
+            let packet = socketio::encode(PacketType::Disconnect, namespace, 0, None, None);
+            session.send_message(&packet);
+            self.namespaces.disconnect(namespace);
+        }
+    }
+
     /// Version 3 connects the main namespace without being asked.
     fn on_open(&mut self, session: &Session) {
         if self.version == Version::V3 {

@@ -88,6 +88,16 @@ pub trait EngineApp: Send + 'static {
     fn is_connected(&self) -> bool {
         true
     }
+
+    /// Whether the session is subscribed to something, or otherwise worth
+    /// keeping while its client says nothing (see `--idle-timeout`).
+    fn is_subscribed(&self) -> bool {
+        true
+    }
+
+    /// The session is closed as idle in a moment: tell the client, so it
+    /// does not reconnect by itself.
+    fn on_idle(&mut self, _session: &Session) {}
 }
 
 /// A message packet's content.
@@ -144,11 +154,18 @@ struct State {
     /// request, so the session ends on time however late the heartbeat's
     /// own timer fires on a busy machine.
     heard_by: Instant,
+    /// When the client last sent a message (or the session opened).
+    last_message: Instant,
+    /// Told it is idle; closed a moment later.
+    idled: bool,
     closed: Option<ClosedBy>,
     /// Closed by the client with no poll waiting: the next poll still gets
     /// its `noop` (the client may have sent its poll before its `close`).
     farewell_pending: bool,
 }
+
+/// How long an idle session, told so, stays for its client to hear it.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a session closed by its client stays known for the poll that
 /// may be on its way.
@@ -281,6 +298,8 @@ impl Session {
                 awaiting_pong: None,
                 pinged: false,
                 heard_by,
+                last_message: Instant::now(),
+                idled: false,
                 closed: None,
                 farewell_pending: false,
             }),
@@ -398,10 +417,14 @@ impl Session {
     pub fn on_packet(&self, packet: engineio::Packet) -> Result<(), Fatal> {
         match packet {
             engineio::Packet::Binary(bytes) => {
+                self.heard_message();
                 self.dispatch(AppMessage::Binary(bytes));
             }
             engineio::Packet::Text { kind, data } => match kind {
-                PacketType::Message => self.dispatch(AppMessage::Text(data)),
+                PacketType::Message => {
+                    self.heard_message();
+                    self.dispatch(AppMessage::Text(data));
+                }
                 PacketType::Ping => {
                     // Version 3 clients ping; the answer echoes the data.
                     let mut state = self.state.lock();
@@ -435,6 +458,46 @@ impl Session {
 
     fn dispatch(&self, message: AppMessage) {
         self.with_app(|app, session| app.on_message(message, session));
+    }
+
+    fn heard_message(&self) {
+        self.state.lock().last_message = Instant::now();
+    }
+
+    /// Whether the session has gone `--idle-timeout` without a message
+    /// from its client while subscribed to nothing.
+    pub fn idle_overdue(&self) -> bool {
+        let Some(timeout) = self.settings.websocket.idle_timeout else {
+            return false;
+        };
+        {
+            let state = self.state.lock();
+            if state.idled || state.closed.is_some() || state.last_message.elapsed() < timeout {
+                return false;
+            }
+        }
+        // An app busy with a message is not idle.
+        self.app
+            .try_lock()
+            .is_some_and(|app| app.as_ref().is_some_and(|app| !app.is_subscribed()))
+    }
+
+    /// Closes an idle session: the app tells its client first, and the
+    /// session ends a moment later (a long poll takes the news only if the
+    /// session is still there when it comes back).
+    pub fn close_idle(self: &Arc<Self>) {
+        self.state.lock().idled = true;
+        self.settings.websocket.idled.inc();
+        self.with_app(|app, session| {
+            app.on_idle(session);
+            Ok(())
+        });
+        let session = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE_GRACE).await;
+            let idle = CloseFrame::new(CloseCode::NORMAL, "idle timeout: no subscription");
+            session.close_with(ClosedBy::Server, idle);
+        });
     }
 
     /// Whether the client took too long to connect.
@@ -650,6 +713,10 @@ async fn heartbeat(session: Arc<Session>) {
         }
         if session.connect_overdue() {
             session.close(ClosedBy::Server);
+            return;
+        }
+        if session.idle_overdue() {
+            session.close_idle();
             return;
         }
         match session.version {

@@ -112,6 +112,10 @@ impl MessageHandler for EngineSocket {
             self.session.close(ClosedBy::Server);
             return Keepalive::Close(CloseFrame::new(CloseCode::NORMAL, "connect timeout"));
         }
+        if self.session.idle_overdue() {
+            // The session's outbox closes the connection in a moment.
+            self.session.close_idle();
+        }
         match self.session.version {
             Version::V4 => Keepalive::Frame(ping_frame()),
             Version::V3 => Keepalive::PeerPings,

@@ -24,7 +24,7 @@ mod body;
 mod cursor;
 mod request;
 
-pub use request::{MAX_CHANNELS, StreamRequest};
+pub use request::{StreamRequest, TOO_MANY_CHANNELS};
 
 use std::sync::Arc;
 

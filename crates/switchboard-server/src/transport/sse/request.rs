@@ -6,8 +6,8 @@ use switchboard_proto::sse::Cursor;
 
 use crate::error::ApiError;
 
-/// Most channels one stream may follow.
-pub const MAX_CHANNELS: usize = 64;
+/// The error code of a stream over `--max-subscriptions` channels.
+pub const TOO_MANY_CHANNELS: &str = "too_many_subscriptions";
 
 /// What `GET /sse` was asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,8 +22,13 @@ pub struct StreamRequest {
 impl StreamRequest {
     /// Reads the query string and the `Last-Event-ID` header (which wins
     /// over `?since=`: it is what `EventSource` sends when it reconnects to
-    /// the same URL).
-    pub fn parse(query: &str, headers: &HeaderMap) -> Result<StreamRequest, ApiError> {
+    /// the same URL). A stream follows at most `max_channels`
+    /// (`--max-subscriptions`, as a connection's subscriptions).
+    pub fn parse(
+        query: &str,
+        headers: &HeaderMap,
+        max_channels: usize,
+    ) -> Result<StreamRequest, ApiError> {
         let mut channels: Vec<ChannelName> = Vec::new();
         let mut user = None;
         let mut since = None;
@@ -61,11 +66,15 @@ impl StreamRequest {
                 "name at least one channel: /sse?channel=NAME",
             ));
         }
-        if channels.len() > MAX_CHANNELS {
-            return Err(ApiError::bad_request(format!(
-                "{} channels; one stream follows at most {MAX_CHANNELS}",
-                channels.len()
-            )));
+        if channels.len() > max_channels {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                TOO_MANY_CHANNELS,
+                format!(
+                    "{} channels; one stream follows at most {max_channels} (--max-subscriptions)",
+                    channels.len()
+                ),
+            ));
         }
         if let Some(last) = headers.get("last-event-id") {
             let last = last
@@ -99,7 +108,7 @@ mod tests {
         if let Some(id) = last_event_id {
             headers.insert("last-event-id", HeaderValue::from_str(id).unwrap());
         }
-        StreamRequest::parse(query, &headers)
+        StreamRequest::parse(query, &headers, 100)
     }
 
     #[test]

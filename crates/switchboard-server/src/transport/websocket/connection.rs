@@ -49,6 +49,13 @@ pub trait MessageHandler: Send + Unpin + 'static {
     fn keepalive(&mut self) -> Keepalive {
         Keepalive::Ping
     }
+
+    /// Whether the connection is subscribed to something, or otherwise
+    /// worth keeping while its client says nothing: one that is not is
+    /// closed after `--idle-timeout` of silence.
+    fn is_subscribed(&self) -> bool {
+        true
+    }
 }
 
 /// What a connection does at a keepalive tick.
@@ -147,6 +154,8 @@ pub struct Connection<S, H> {
     input_held: bool,
     /// Something was read since the last keepalive tick.
     heard: bool,
+    /// When the last data message came in (or the connection opened).
+    last_message: Instant,
     /// An outbox to switch to, set by the handler ([`Replies::adopt_outbox`]).
     adopt: Option<Arc<Outbox>>,
     close_sent: Option<CloseFrame>,
@@ -189,6 +198,7 @@ where
             },
             input_held: false,
             heard: false,
+            last_message: Instant::now(),
             adopt: None,
             close_sent: None,
             close_received: None,
@@ -320,6 +330,18 @@ where
     }
 
     fn on_keepalive_tick(&mut self) {
+        if matches!(
+            self.phase,
+            Phase::Open {
+                awaiting_pong: false
+            }
+        ) && self.idle_too_long()
+        {
+            self.settings.idled.inc();
+            let idle = CloseFrame::new(CloseCode::NORMAL, "idle timeout: no subscription");
+            self.start_close(Some(idle));
+            return;
+        }
         let Phase::Open { awaiting_pong } = &mut self.phase else {
             return;
         };
@@ -358,6 +380,12 @@ where
         self.timer.as_mut().reset(deadline);
     }
 
+    fn idle_too_long(&self) -> bool {
+        self.settings.idle_timeout.is_some_and(|timeout| {
+            self.last_message.elapsed() >= timeout && !self.handler.is_subscribed()
+        })
+    }
+
     /// Decodes and dispatches every complete message in the read buffer,
     /// as long as the handler takes them.
     fn on_input(&mut self, cx: &mut Context<'_>) {
@@ -372,6 +400,9 @@ where
                 Err(violation) => {
                     tracing::debug!(%violation, "websocket protocol error");
                     let code = violation.close_code();
+                    if code == CloseCode::MESSAGE_TOO_BIG {
+                        self.settings.too_large.inc();
+                    }
                     self.start_close(Some(CloseFrame::new(code, violation.to_string())));
                 }
             }
@@ -396,6 +427,7 @@ where
                 self.start_close(reply);
             }
             data => {
+                self.last_message = Instant::now();
                 let mut replies = Replies {
                     queue: &mut self.writer.send,
                     encoder: self.encoder,
