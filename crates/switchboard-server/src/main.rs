@@ -1,37 +1,28 @@
 //! The `switchboard` command line.
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
 use switchboard_server::config::LogFormat;
-use switchboard_server::{Config, server, shutdown};
+use switchboard_server::config::cli::{self, Action};
+use switchboard_server::config::file::ConfigError;
+use switchboard_server::{server, shutdown};
 use tracing_subscriber::EnvFilter;
 
-/// switchboard: real-time messaging over WebSocket.
-#[derive(Debug, Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// `serve` is the default: its flags work without the subcommand too.
-    #[command(flatten)]
-    serve: Config,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the server (the default).
-    Serve(Config),
-}
-
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let config = match cli::load(std::env::args_os()) {
+        Ok(Action::Serve(config)) => *config,
+        Ok(Action::ShowConfig(text)) => {
+            print!("{text}");
+            return Ok(());
+        }
+        Err(ConfigError::Command(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     // Crash tests arm the store's fail points through `FAILPOINTS`.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let config = match cli.command {
-        Some(Command::Serve(config)) => config,
-        None => cli.serve,
-    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),

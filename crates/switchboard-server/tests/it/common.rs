@@ -465,12 +465,30 @@ impl ServerProcess {
         ServerProcess::start_under(&[], data_dir, args)
     }
 
+    /// [`ServerProcess::start`] with environment variables `env`.
+    pub fn start_with_env(
+        data_dir: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
+        ServerProcess::spawn(&[], data_dir, args, env)
+    }
+
     /// [`ServerProcess::start`] with the binary run by `wrapper` (a
     /// command and its arguments, e.g. strace); `child` is the wrapper.
     pub fn start_under(
         wrapper: &[&str],
         data_dir: &std::path::Path,
         args: &[&str],
+    ) -> ServerProcess {
+        ServerProcess::spawn(wrapper, data_dir, args, &[])
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        data_dir: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
     ) -> ServerProcess {
         use std::io::{BufRead, BufReader};
         let binary = env!("CARGO_BIN_EXE_switchboard");
@@ -486,6 +504,7 @@ impl ServerProcess {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -6,6 +6,7 @@ mod bounded;
 mod channels;
 mod cluster;
 mod common;
+mod config_file;
 mod deflate;
 mod durability;
 mod handshake;

@@ -1,5 +1,11 @@
-//! Server settings: read once at start-up from flags and `SWITCHBOARD_*`
-//! environment variables; every limit and timeout lives here with its default.
+//! Server settings: read once at start-up from flags, `SWITCHBOARD_*`
+//! environment variables and the `--config` file; every limit and timeout
+//! lives here with its default.
+
+pub mod cli;
+pub mod file;
+pub mod reference;
+pub mod show;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,12 +17,29 @@ use switchboard_core::durability::SyncPolicy;
 /// Settings of `switchboard serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    /// A TOML file of settings: one key per flag, named as the flag
+    /// (`max-connections = 50000`). Flags and environment variables
+    /// override it.
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on for HTTP and WebSocket.
-    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "SWITCHBOARD_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
 
-    /// Directory of the embedded history store (created if missing).
-    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data")]
+    /// Directory of the embedded history store, `switchboard.db` (created
+    /// if missing).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SWITCHBOARD_DATA_DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
 
     /// Where history, offsets and presence live: `embedded` (SQLite in
@@ -33,6 +56,7 @@ pub struct Config {
     /// The Redis server of `--engine redis`: `redis://[:PASSWORD@]HOST:PORT/DB`,
     /// or `rediss://…` for TLS. A standalone Redis (Redis Cluster is refused).
     #[arg(
+        value_name = "URL",
         long,
         env = "SWITCHBOARD_REDIS_URL",
         default_value = "redis://127.0.0.1:6379/0"
@@ -42,31 +66,43 @@ pub struct Config {
     /// For a `rediss://` URL: the PEM file of the certificate authority
     /// that signed Redis's certificate, trusted instead of the system's
     /// certificate store (for a private CA).
-    #[arg(long, env = "SWITCHBOARD_REDIS_CA_CERT")]
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_REDIS_CA_CERT")]
     pub redis_ca_cert: Option<PathBuf>,
 
     /// Prefix of every Redis key and pub/sub topic: nodes with the same
     /// prefix share channels; another prefix is another deployment.
-    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "SWITCHBOARD_REDIS_PREFIX",
+        default_value = "switchboard"
+    )]
     pub redis_prefix: String,
 
     /// With `--engine redis`: how soon the users of a node that stops
-    /// (killed, cut off from Redis) leave presence on the other nodes.
-    #[arg(long, env = "SWITCHBOARD_NODE_TTL", default_value = "15s", value_parser = node_ttl)]
+    /// (killed, cut off from Redis) leave presence on the other nodes; at
+    /// least `1s`.
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_NODE_TTL", default_value = "15s", value_parser = node_ttl)]
     pub node_ttl: Duration,
 
     /// Serve files from this directory (the document root) at every path the
     /// server does not claim. An `index.html` at its top replaces the chat
     /// page at `/`; the chat page stays at `/chat/`.
-    #[arg(long, env = "SWITCHBOARD_STATIC_DIR")]
+    #[arg(long, value_name = "DIR", env = "SWITCHBOARD_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 
-    /// Longest chat message (`msg`) accepted, in bytes.
-    #[arg(long, env = "SWITCHBOARD_MAX_MSG_BYTES", default_value_t = 64 * 1024)]
+    /// Longest chat message (`msg`) accepted, in bytes; a longer one is
+    /// refused with `message_too_large` (HTTP: 413).
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MAX_MSG_BYTES", default_value_t = 64 * 1024)]
     pub max_msg_bytes: usize,
 
     /// Newest messages kept per channel; older ones are trimmed in the background.
-    #[arg(long, env = "SWITCHBOARD_HISTORY_MAX_COUNT", default_value_t = 10_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_HISTORY_MAX_COUNT",
+        default_value_t = 10_000
+    )]
     pub history_max_count: u64,
 
     /// Also trim messages older than this (e.g. `7d`); kept forever if unset.
@@ -74,37 +110,67 @@ pub struct Config {
     pub history_max_age: Option<Duration>,
 
     /// How often history retention runs.
-    #[arg(long, env = "SWITCHBOARD_RETENTION_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_RETENTION_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
 
     /// Messages one connection may publish per second, on average; over
     /// it a publish is refused with `rate_limited` and `retry_after_ms`,
     /// and a connection refused more than a second's (or a burst's) worth
     /// in a row is closed with 1008.
-    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE", default_value_t = 100.0)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_PUBLISH_RATE",
+        default_value_t = 100.0
+    )]
     pub publish_rate: f64,
 
     /// Messages one connection may publish in a burst above `--publish-rate`.
-    #[arg(long, env = "SWITCHBOARD_PUBLISH_BURST", default_value_t = 200.0)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_PUBLISH_BURST",
+        default_value_t = 200.0
+    )]
     pub publish_burst: f64,
 
     /// Messages `POST /api/channels/{channel}/messages` takes per second, on
     /// average, from one API key (or, without one, one client address);
     /// over it: 429 `rate_limited` with `retry_after_ms` and `Retry-After`.
-    #[arg(long, env = "SWITCHBOARD_HTTP_PUBLISH_RATE", default_value_t = 1000.0)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_HTTP_PUBLISH_RATE",
+        default_value_t = 1000.0
+    )]
     pub http_publish_rate: f64,
 
     /// Messages one API key or client address may publish over HTTP in a
     /// burst above `--http-publish-rate`.
-    #[arg(long, env = "SWITCHBOARD_HTTP_PUBLISH_BURST", default_value_t = 2000.0)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_HTTP_PUBLISH_BURST",
+        default_value_t = 2000.0
+    )]
     pub http_publish_burst: f64,
 
     /// Publishes waiting to be stored before new ones are refused (`overloaded`).
-    #[arg(long, env = "SWITCHBOARD_APPEND_QUEUE", default_value_t = 65_536)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_APPEND_QUEUE",
+        default_value_t = 65_536
+    )]
     pub append_queue: usize,
 
     /// Most messages stored in one transaction (one fsync).
-    #[arg(long, env = "SWITCHBOARD_MAX_BATCH", default_value_t = 4096)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_MAX_BATCH",
+        default_value_t = 4096
+    )]
     pub max_batch: usize,
 
     /// When stored messages are fsynced: `before-delivery` (nothing anyone
@@ -112,7 +178,12 @@ pub struct Config {
     /// soon as written, which a crash of the server cannot undo; acked once
     /// fsynced; a power cut can take back messages subscribers saw but no
     /// publisher had an ack for, and offsets then skip past them)
-    #[arg(long, env = "SWITCHBOARD_SYNC", default_value = "before-delivery")]
+    #[arg(
+        long,
+        value_name = "POLICY",
+        env = "SWITCHBOARD_SYNC",
+        default_value = "before-delivery"
+    )]
     pub sync: SyncPolicy,
 
     /// Least time between the starts of two group commits. A message that
@@ -120,19 +191,21 @@ pub struct Config {
     /// shares its commit, its fsync and each subscriber's send: less CPU
     /// per delivery under a steady stream, for up to this much latency. A
     /// message after a lull goes at once. `0s` commits whatever is queued
-    /// at once; at most `1s`.
-    #[arg(long, env = "SWITCHBOARD_COMMIT_INTERVAL", default_value = "0s", value_parser = commit_interval)]
+    /// at once; at most `1s`. At 200 msgs/s, `10ms` halves server CPU per
+    /// delivery for about 8 ms more p99 (`docs/performance.md`).
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_COMMIT_INTERVAL", default_value = "0s", value_parser = commit_interval)]
     pub commit_interval: Duration,
 
     /// How long the idempotency key of a publish is remembered: a publish
     /// repeating it within this window (same user, same channel) gets the
     /// first one's ack and is not stored again.
-    #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idempotency_window: Duration,
 
     /// Most idempotency keys remembered; past it the oldest are forgotten
     /// first (each key takes at most about 450 bytes on disk).
     #[arg(
+        value_name = "N",
         long,
         env = "SWITCHBOARD_IDEMPOTENCY_MAX_KEYS",
         default_value_t = 1_000_000
@@ -142,48 +215,65 @@ pub struct Config {
     /// Connections the server holds at once: WebSockets, SSE streams and
     /// Socket.IO sessions. One more is refused (503
     /// `too_many_connections`) before it is upgraded or streamed.
-    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_MAX_CONNECTIONS",
+        default_value_t = 1_000_000
+    )]
     pub max_connections: usize,
 
     /// Connections one client address may hold at once (with
     /// `--trust-proxy`, the first address of `X-Forwarded-For`); one more
     /// is refused with 429 `too_many_connections`.
     #[arg(
+        value_name = "N",
         long,
         env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
         default_value_t = 10_000
     )]
     pub max_connections_per_ip: usize,
 
-    /// Channels one `/ws` connection may be subscribed to at once; one more
-    /// is refused with `too_many_subscriptions`.
-    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    /// Channels one `/ws` connection or Socket.IO session may be subscribed
+    /// to at once, and one SSE stream may follow; one more is refused with
+    /// `too_many_subscriptions` (SSE: 400).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_MAX_SUBSCRIPTIONS",
+        default_value_t = 100
+    )]
     pub max_subscriptions: usize,
 
     /// Requests that start work (history, subscribe with its replay) one
     /// `/ws` connection may have in progress; past it the connection reads
     /// nothing more until one is answered.
-    #[arg(long, env = "SWITCHBOARD_MAX_REQUESTS_IN_FLIGHT", default_value_t = 4)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SWITCHBOARD_MAX_REQUESTS_IN_FLIGHT",
+        default_value_t = 4
+    )]
     pub max_requests_in_flight: usize,
 
     /// Largest WebSocket message accepted, in bytes, after reassembly and
     /// decompression; a bigger one closes the connection with 1009.
-    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
     pub max_message_size: usize,
 
     /// Bytes that may wait to be sent to one connection. A subscriber past
     /// this is closed as slow (1013); a connection whose own replies pile up
     /// stops reading until its peer catches up.
-    #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES", default_value_t = 4 << 20)]
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MAX_QUEUED_BYTES", default_value_t = 4 << 20)]
     pub max_queued_bytes: usize,
 
     /// How long a WebSocket may stay silent before the server pings it.
-    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
 
     /// How long the server waits for any answer to its ping before it closes
     /// the connection as dead (close code 1001, reason "ping timeout").
-    #[arg(long, env = "SWITCHBOARD_PING_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_PING_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub ping_timeout: Duration,
 
     /// Turn off permessage-deflate (RFC 7692) even when a client offers it.
@@ -192,48 +282,54 @@ pub struct Config {
 
     /// Messages shorter than this many bytes are sent uncompressed even when
     /// permessage-deflate is on: deflating them costs more than it saves.
-    #[arg(long, env = "SWITCHBOARD_DEFLATE_MIN_SIZE", default_value_t = 128)]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "SWITCHBOARD_DEFLATE_MIN_SIZE",
+        default_value_t = 128
+    )]
     pub deflate_min_size: usize,
 
     /// zlib compression level (0-9) for permessage-deflate.
-    #[arg(long, env = "SWITCHBOARD_DEFLATE_LEVEL", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    #[arg(long, value_name = "0-9", env = "SWITCHBOARD_DEFLATE_LEVEL", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub deflate_level: u32,
 
     /// The `retry:` an SSE stream announces: how long `EventSource` waits
     /// before reconnecting.
-    #[arg(long, env = "SWITCHBOARD_SSE_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_SSE_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
     pub sse_retry: Duration,
 
     /// How long an SSE stream may stay silent before a `: ping` comment
     /// keeps proxies from closing it.
-    #[arg(long, env = "SWITCHBOARD_SSE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_SSE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub sse_heartbeat: Duration,
 
     /// After sending a close frame, how long to wait for the peer to finish
     /// the close handshake before dropping the TCP connection.
-    #[arg(long, env = "SWITCHBOARD_CLOSE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_CLOSE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub close_timeout: Duration,
 
     /// How long to wait for an HTTP request's headers before dropping the connection.
-    #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
 
     /// Largest HTTP request head (request line and headers), in bytes, at
     /// least 8192; a bigger one is answered 431 and the connection closed.
-    #[arg(long, env = "SWITCHBOARD_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = max_header_bytes)]
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = max_header_bytes)]
     pub max_header_bytes: usize,
 
     /// A `/ws` connection or Socket.IO session subscribed to no channel
     /// that sends nothing for this long is closed (1000, "idle timeout").
     /// Checked at each keepalive tick, so it may last a `--ping-interval`
     /// longer. `0s` keeps idle connections.
-    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
     /// The official Socket.IO browser client to serve at
     /// `/socket.io/socket.io.js`: the `dist/socket.io.min.js` of the
-    /// `socket.io-client` npm package. Not served if unset.
-    #[arg(long, env = "SWITCHBOARD_SOCKETIO_CLIENT")]
+    /// `socket.io-client` npm package; the chat page then offers Socket.IO.
+    /// Not served if unset; an unreadable file stops the start.
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_SOCKETIO_CLIENT")]
     pub socketio_client: Option<PathBuf>,
 
     /// Test mode for the official Engine.IO and Socket.IO protocol suites:
@@ -247,11 +343,11 @@ pub struct Config {
     /// client back within `--recovery-window` gets its channels and every
     /// missed message (`socket.recovered`). Off, events carry only the
     /// message: for clients that do not strip the extra argument.
-    #[arg(long, env = "SWITCHBOARD_SOCKETIO_RECOVERY", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "on|off", env = "SWITCHBOARD_SOCKETIO_RECOVERY", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub socketio_recovery: bool,
 
     /// How long after a Socket.IO session ends it can still be recovered.
-    #[arg(long, env = "SWITCHBOARD_RECOVERY_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_RECOVERY_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
     pub recovery_window: Duration,
 
     /// Who may connect: `anonymous` (anyone, under the name they give)
@@ -266,26 +362,36 @@ pub struct Config {
     pub auth: AuthMode,
 
     /// With `--auth token`: the shared secret tokens are signed with (HS256).
-    #[arg(long, env = "SWITCHBOARD_TOKEN_HMAC_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "SWITCHBOARD_TOKEN_HMAC_SECRET",
+        hide_env_values = true
+    )]
     pub token_hmac_secret: Option<String>,
 
     /// With `--auth token`: the PEM public key tokens are signed for, RSA
     /// (RS256) or P-256 (ES256); instead of `--token-hmac-secret`.
-    #[arg(long, env = "SWITCHBOARD_TOKEN_PUBLIC_KEY")]
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_TOKEN_PUBLIC_KEY")]
     pub token_public_key: Option<PathBuf>,
 
     /// With `--auth token`: the `aud` every token must name.
-    #[arg(long, env = "SWITCHBOARD_TOKEN_AUDIENCE")]
+    #[arg(long, value_name = "AUD", env = "SWITCHBOARD_TOKEN_AUDIENCE")]
     pub token_audience: Option<String>,
 
     /// With `--auth token`: the `iss` every token must name.
-    #[arg(long, env = "SWITCHBOARD_TOKEN_ISSUER")]
+    #[arg(long, value_name = "ISS", env = "SWITCHBOARD_TOKEN_ISSUER")]
     pub token_issuer: Option<String>,
 
     /// With `--auth token`: the key of the application's back end on the
     /// HTTP API (`Authorization: apikey KEY`): it publishes as any user and
     /// reads every channel.
-    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "SWITCHBOARD_API_KEY",
+        hide_env_values = true
+    )]
     pub api_key: Option<String>,
 
     /// Origins of other sites whose pages may connect here (WebSocket,
@@ -293,7 +399,12 @@ pub struct Config {
     /// origins such as `https://app.example.com`, or `*` for any. A page
     /// from the server's own origin, and any client that sends no
     /// `Origin`, is always allowed; others get 403 `origin_not_allowed`.
-    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Behind a reverse proxy: take the request's scheme and host from
@@ -303,18 +414,29 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_TRUST_PROXY")]
     pub trust_proxy: bool,
 
-    /// Serve HTTPS and WSS with this PEM certificate chain (with
-    /// `--tls-key`); reloaded on SIGHUP.
-    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    /// Serve HTTPS and WSS on `--listen` with this PEM certificate chain
+    /// (with `--tls-key`). Reloaded on SIGHUP: new connections get the new
+    /// one, open ones stay. A bad one stops the start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SWITCHBOARD_TLS_CERT",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The PEM private key of `--tls-cert`.
-    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SWITCHBOARD_TLS_KEY",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Serve `/metrics` on this address only (e.g. `127.0.0.1:9090`, for a
     /// Prometheus that scrapes a private port) instead of on `--listen`.
-    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
     /// How log lines are written to stdout: `text` for people, or `json`
@@ -330,7 +452,7 @@ pub struct Config {
 
     /// On SIGINT/SIGTERM, how long to wait for connections to close after
     /// telling every WebSocket client 1001 (going away).
-    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
