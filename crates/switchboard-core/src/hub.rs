@@ -223,6 +223,27 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Every connection of `username` subscribed to some channel on this
+    /// node, each once.
+    pub fn connections_of(&self, username: &Username) -> Vec<SubscriberHandle> {
+        let mut found: HashMap<ConnectionId, SubscriberHandle> = HashMap::new();
+        for shard in self.shards.iter() {
+            for channel in shard.lock().values() {
+                if !channel.presence.contains_key(username) {
+                    continue;
+                }
+                for (id, subscriber) in &channel.subscribers {
+                    if subscriber.handle.username == *username {
+                        found
+                            .entry(*id)
+                            .or_insert_with(|| subscriber.handle.clone());
+                    }
+                }
+            }
+        }
+        found.into_values().collect()
+    }
+
     /// Subscriber count per channel with any subscribers.
     pub fn subscriber_counts(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();

@@ -157,6 +157,11 @@ impl NodeMetrics {
     }
 
     /// The counter an outbox of `kind`'s transport counts slow consumers in.
+    /// Messages queued to subscribers, on every transport.
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.iter().map(IntCounter::get).sum()
+    }
+
     pub fn slow_consumers(&self, kind: TransportKind) -> IntCounter {
         self.slow_consumers[kind as usize].clone()
     }

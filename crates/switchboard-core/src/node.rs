@@ -700,6 +700,11 @@ impl Node {
             .await
     }
 
+    /// The connections of `username` subscribed to something on this node.
+    pub fn connections_of(&self, username: &Username) -> Vec<SubscriberHandle> {
+        self.hub.connections_of(username)
+    }
+
     /// Every channel with history or subscribers.
     pub async fn channels(&self) -> Result<Vec<ChannelSummary>, HistoryError> {
         let mut counts = self.hub.subscriber_counts();

@@ -168,6 +168,24 @@ impl Metrics {
         &self.connections[kind as usize]
     }
 
+    /// Open connections by transport label, as `switchboard_connections`.
+    pub fn connection_counts(&self) -> Vec<(&'static str, i64)> {
+        ConnectionKind::ALL
+            .iter()
+            .map(|kind| (kind.label(), self.connections(*kind).get()))
+            .collect()
+    }
+
+    /// Publishes taken, over every transport.
+    pub fn published_total(&self) -> u64 {
+        self.published.iter().map(IntCounter::get).sum()
+    }
+
+    /// Messages queued to subscribers, over every transport.
+    pub fn delivered_total(&self) -> u64 {
+        self.node.delivered_total()
+    }
+
     pub fn published(&self, over: PublishedOver) {
         self.published[over as usize].inc();
     }

@@ -30,13 +30,15 @@ fn sent() -> impl Strategy<Value = Sent> {
         any::<bool>(),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
     )
-        .prop_map(|((text, payload), fragments, compressed, ping_inside)| Sent {
-            text,
-            payload,
-            fragments,
-            compressed,
-            ping_inside,
-        })
+        .prop_map(
+            |((text, payload), fragments, compressed, ping_inside)| Sent {
+                text,
+                payload,
+                fragments,
+                compressed,
+                ping_inside,
+            },
+        )
 }
 
 fn client_frame(opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {

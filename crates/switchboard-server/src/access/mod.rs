@@ -354,7 +354,7 @@ fn authorization(headers: &HeaderMap) -> Option<Credentials<'_>> {
 }
 
 /// A secret's SHA-256: keys of any length compare in the same time.
-fn digest(secret: &str) -> [u8; 32] {
+pub(crate) fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 

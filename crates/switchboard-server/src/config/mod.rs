@@ -394,6 +394,17 @@ pub struct Config {
     )]
     pub api_key: Option<String>,
 
+    /// The password of the admin page, `/admin` (HTTP Basic; any user
+    /// name). With `--auth token`, `--api-key` opens it too. With neither,
+    /// the admin page is off (404).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "SWITCHBOARD_ADMIN_PASSWORD",
+        hide_env_values = true
+    )]
+    pub admin_password: Option<String>,
+
     /// Origins of other sites whose pages may connect here (WebSocket,
     /// SSE, Socket.IO) and read the HTTP API (CORS): comma-separated exact
     /// origins such as `https://app.example.com`, or `*` for any. A page

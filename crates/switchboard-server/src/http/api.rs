@@ -11,11 +11,13 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use switchboard_core::history::HistoryQuery;
 use switchboard_core::idempotency::IdempotencyKey;
 use switchboard_core::node::{AckTarget, PublishError};
 use switchboard_core::pipeline::PipelineSnapshot;
 use switchboard_core::{ChannelName, Username};
+use switchboard_proto::Publication;
 use switchboard_proto::message::format_time;
 use tokio::sync::oneshot;
 
@@ -139,19 +141,15 @@ pub async fn publish_message(
                 e.to_string(),
             )
         })?;
-    let (reply, stored) = oneshot::channel();
-    state
-        .node
-        .publish(channel, username, body.msg, key, AckTarget::Reply(reply))
-        .map_err(|e| {
-            state.metrics.publish_refused(&e);
-            publish_error(e)
-        })?;
-    state.metrics.published(PublishedOver::Http);
-    let publication = stored
-        .await
-        .map_err(|_| ApiError::internal("the store stopped before answering"))?
-        .map_err(publish_error)?;
+    let publication = store(
+        &state,
+        channel,
+        username,
+        body.msg,
+        key,
+        PublishedOver::Http,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -160,6 +158,31 @@ pub async fn publish_message(
             "time": format_time(publication.time),
         })),
     ))
+}
+
+/// Stores a message and delivers it, as a publish over `over`; answers
+/// once it is durable (or refused).
+pub async fn store(
+    state: &AppState,
+    channel: ChannelName,
+    username: Username,
+    msg: String,
+    key: Option<IdempotencyKey>,
+    over: PublishedOver,
+) -> Result<Arc<Publication>, ApiError> {
+    let (reply, stored) = oneshot::channel();
+    state
+        .node
+        .publish(channel, username, msg, key, AckTarget::Reply(reply))
+        .map_err(|e| {
+            state.metrics.publish_refused(&e);
+            publish_error(e)
+        })?;
+    state.metrics.published(over);
+    stored
+        .await
+        .map_err(|_| ApiError::internal("the store stopped before answering"))?
+        .map_err(publish_error)
 }
 
 /// Who publishes: the body's `username` for the API key (or anyone,

@@ -1,5 +1,6 @@
 //! The HTTP surface: the router and its handlers.
 
+mod admin;
 mod api;
 mod document_root;
 mod health;
@@ -99,6 +100,7 @@ pub fn router(
         .route("/ws/{user}", get(native_ws_named))
         .route("/sse", get(event_stream))
         .merge(api_routes(max_msg_bytes))
+        .merge(admin::routes(state.clone()))
         .fallback(static_file)
         .method_not_allowed_fallback(method_not_allowed)
         // Outside the routes, to answer preflights on them.

@@ -426,20 +426,24 @@ const DISCONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// When the token expires: the namespace is disconnected (the client does
 /// not reconnect by itself) and the session closed with 1008.
 fn disconnect_on_expiry(me: &SubscriberHandle) -> Box<dyn FnOnce() + Send> {
+    let me = me.clone();
+    Box::new(move || disconnect_by_server(&me, token_expired()))
+}
+
+/// Ends a session from the server's side: a Socket.IO DISCONNECT of `/`,
+/// so the client does not reconnect by itself, then `close` a moment later.
+pub fn disconnect_by_server(me: &SubscriberHandle, close: switchboard_ws::CloseFrame) {
     let outbox = me.outbox.clone();
     // An Engine.IO message (`4`) carrying the Socket.IO DISCONNECT of `/`.
     let packet = socketio::encode(socketio::PacketType::Disconnect, "/", 0, None, None);
-    let disconnect = me.wire.encode_text(&format!("4{packet}"));
-    Box::new(move || {
-        let _ = outbox.try_push(disconnect);
-        // A long poll takes the DISCONNECT only if the session is still
-        // there when it comes back: the session ends a moment later (the
-        // client, told, usually closes it first).
-        tokio::spawn(async move {
-            tokio::time::sleep(DISCONNECT_GRACE).await;
-            outbox.close(token_expired());
-        });
-    })
+    let _ = outbox.try_push(me.wire.encode_text(&format!("4{packet}")));
+    // A long poll takes the DISCONNECT only if the session is still there
+    // when it comes back: the session ends a moment later (the client,
+    // told, usually closes it first).
+    tokio::spawn(async move {
+        tokio::time::sleep(DISCONNECT_GRACE).await;
+        outbox.close(close);
+    });
 }
 
 fn reply<'a>(
