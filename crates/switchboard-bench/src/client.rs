@@ -233,6 +233,17 @@ impl FrameWriter {
     }
 }
 
+impl FrameWriter {
+    /// A close frame with status 1000: the client's goodbye.
+    pub async fn send_close(&mut self) -> anyhow::Result<()> {
+        // FIN + close, masked with a zero key, two bytes of status.
+        self.write
+            .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+            .await?;
+        Ok(())
+    }
+}
+
 /// Counts a publisher's `ack`s, returning a window permit for each; prints errors.
 pub async fn count_acks(
     mut reader: FrameReader,

@@ -202,7 +202,7 @@ async fn retrying<T, F: Future<Output = anyhow::Result<T>>>(
 }
 
 /// VmRSS of `pid`, in bytes.
-fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: u64 = status
         .lines()

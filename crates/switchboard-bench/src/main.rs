@@ -13,6 +13,10 @@
 //! - `echo`: round trips/s and latency through `/echo`.
 //! - `idle`: the server's resident memory per idle subscribed connection
 //!   (WebSocket or SSE).
+//! - `soak`: minutes of clients joining, leaving, dropping and resuming on
+//!   every transport while publishers publish on every transport; then
+//!   checks gap-free views, acked messages in history, and no leak of
+//!   memory or file descriptors.
 //! - `floor`: no server: the CPU one loopback `write` per delivery costs,
 //!   the least any server can spend per delivery at a fixed rate.
 //!
@@ -31,6 +35,7 @@ mod pipeline;
 mod progress;
 mod redis_stats;
 mod report;
+mod soak;
 mod socketio;
 mod sse;
 
@@ -70,6 +75,8 @@ enum Scenario {
     Idle(idle::Args),
     /// The kernel's share alone: one loopback write per delivery, no server.
     Floor(floor::Args),
+    /// Long churn on every transport, then checks for leaks and loss.
+    Soak(soak::Args),
     /// Merge runs into report.json (medians, ratios) and report.svg.
     Report(report::Args),
 }
@@ -90,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Echo(args) => echo::run(cli.server, cli.server_pid, args).await,
             Scenario::Idle(args) => idle::run(cli.server, cli.server_pid, args).await,
             Scenario::Floor(args) => floor::run(args).await,
+            Scenario::Soak(args) => soak::run(cli.server, cli.server_pid, args).await,
             Scenario::Report(_) => unreachable!("handled above"),
         }
     })?;

@@ -216,3 +216,44 @@ async fn messages_over_max_message_size_are_refused_and_counted() {
     let (status, _) = post_message(addr, "lobby", json!({"username":"u","msg":"ok"})).await;
     assert_eq!(status, 201);
 }
+
+#[tokio::test]
+async fn publishes_past_the_append_queue_are_refused_overloaded() {
+    let server = TestServer::with_config(|c| {
+        c.append_queue = 2;
+        // One message per commit (an fsync, or a Redis round trip each):
+        // a burst arrives far faster than that, and the queue fills.
+        c.max_batch = 1;
+        c.publish_burst = 100.0;
+    })
+    .await;
+    let addr = server.addr;
+    let (mut busy, _) = ChatClient::connect(addr, "/ws?user=busy").await;
+    let (mut other, _) = ChatClient::connect(addr, "/ws?user=other").await;
+    for id in 0..12 {
+        busy.send(json!({"type":"publish","channel":"queue","msg":format!("m{id}"),"id":id}))
+            .await;
+    }
+    let (mut acked, mut overloaded) = (0usize, 0u32);
+    while acked + (overloaded as usize) < 12 {
+        let reply = busy.recv().await;
+        match reply["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("error") => {
+                assert_eq!(reply["code"], "overloaded", "{reply}");
+                overloaded += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(overloaded > 0, "the queue never filled");
+    assert!(acked >= 2, "acked {acked}");
+    other.send(json!({"type":"ping","id":7})).await;
+    assert_eq!(other.recv_type("pong").await["id"], 7);
+    metric_becomes(addr, &rejections("append_queue"), |v| {
+        v == f64::from(overloaded)
+    })
+    .await;
+    let (_, history) = get_json(addr, "/api/channels/queue/messages?since=0").await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), acked);
+}
