@@ -90,6 +90,14 @@ impl ChannelSession {
         }
     }
 
+    /// Whether the session's token lets it read `channel` (subscribe, or
+    /// ask its history or presence); the refusal answers request `id`.
+    fn may_read(&self, channel: &ChannelName, id: &Option<RequestId>) -> Result<(), Failure> {
+        self.permits
+            .check_subscribe(channel)
+            .map_err(|e| access_error(&e, id.clone()))
+    }
+
     /// The session as the hub reaches it.
     pub fn me(&self) -> &SubscriberHandle {
         &self.me
@@ -139,9 +147,7 @@ impl ChannelSession {
         id: Option<RequestId>,
         prelude: Option<Bytes>,
     ) -> Result<(), Failure> {
-        self.permits
-            .check_subscribe(&channel)
-            .map_err(|e| access_error(&e, id.clone()))?;
+        self.may_read(&channel, &id)?;
         if self.subscriptions.len() >= self.limits.max_subscriptions
             && !self.subscriptions.contains(&channel)
         {
@@ -307,9 +313,7 @@ impl ChannelSession {
         limit: usize,
         id: Option<RequestId>,
     ) -> Result<(), Failure> {
-        self.permits
-            .check_subscribe(&channel)
-            .map_err(|e| access_error(&e, id.clone()))?;
+        self.may_read(&channel, &id)?;
         let node = self.node.clone();
         let read = async move {
             let page = node.history(&channel, query, limit).await?;
@@ -333,9 +337,7 @@ impl ChannelSession {
         channel: ChannelName,
         id: Option<RequestId>,
     ) -> Result<(), Failure> {
-        self.permits
-            .check_subscribe(&channel)
-            .map_err(|e| access_error(&e, id.clone()))?;
+        self.may_read(&channel, &id)?;
         let node = self.node.clone();
         let read = async move {
             let users = node.presence(&channel).await?;
