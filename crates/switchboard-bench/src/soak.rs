@@ -147,7 +147,6 @@ pub async fn run(
             ("server files after", fds_end as f64, "fds"),
         ],
     };
-    report.print();
     let mut failures = Vec::new();
     if tally.gaps.load(Ordering::Relaxed) > 0 || tally.duplicates.load(Ordering::Relaxed) > 0 {
         failures.push("a subscriber saw a gap or a duplicate");
@@ -165,6 +164,7 @@ pub async fn run(
         failures.push("the server's memory did not come back within 10 %");
     }
     if !failures.is_empty() {
+        report.print();
         bail!("soak failed: {}", failures.join("; "));
     }
     Ok(report)
