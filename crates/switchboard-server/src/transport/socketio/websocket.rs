@@ -47,6 +47,9 @@ impl EngineSocket {
                 data,
             } if data == "probe" => {
                 replies.send_text("3probe");
+                // On the wire before the upgrade that follows can answer a
+                // poll: a client reads `3probe` before the poll's 400.
+                replies.flush_now();
                 self.session.begin_upgrade();
                 Ok(())
             }

@@ -81,6 +81,7 @@ pub struct Replies<'a> {
     queue: &'a mut SendQueue,
     encoder: FrameEncoder,
     adopt: &'a mut Option<Arc<Outbox>>,
+    flush: &'a mut bool,
 }
 
 impl Replies<'_> {
@@ -97,6 +98,13 @@ impl Replies<'_> {
 
     pub fn send_text(&mut self, text: &str) {
         self.send(OpCode::Text, text.as_bytes());
+    }
+
+    /// Writes what is queued before the next message is taken: what that
+    /// message does may be seen elsewhere (by another request) at once,
+    /// and must not be seen before these replies.
+    pub fn flush_now(&mut self) {
+        *self.flush = true;
     }
 }
 
@@ -158,6 +166,8 @@ pub struct Connection<S, H> {
     last_message: Instant,
     /// An outbox to switch to, set by the handler ([`Replies::adopt_outbox`]).
     adopt: Option<Arc<Outbox>>,
+    /// The handler asked its replies out before the next message.
+    flush_requested: bool,
     close_sent: Option<CloseFrame>,
     close_received: Option<Option<CloseFrame>>,
 }
@@ -200,6 +210,7 @@ where
             heard: false,
             last_message: Instant::now(),
             adopt: None,
+            flush_requested: false,
             close_sent: None,
             close_received: None,
         };
@@ -396,7 +407,14 @@ where
             }
             match self.decoder.decode(&mut self.read_buf) {
                 Ok(None) => break,
-                Ok(Some(message)) => self.dispatch(message),
+                Ok(Some(message)) => {
+                    self.dispatch(message);
+                    if std::mem::take(&mut self.flush_requested) {
+                        // As much as the socket takes now; the rest, and
+                        // any error, come back in the next write.
+                        let _ = self.writer.poll_write(&self.outbox, &mut self.io, cx);
+                    }
+                }
                 Err(violation) => {
                     tracing::debug!(%violation, "websocket protocol error");
                     let code = violation.close_code();
@@ -432,6 +450,7 @@ where
                     queue: &mut self.writer.send,
                     encoder: self.encoder,
                     adopt: &mut self.adopt,
+                    flush: &mut self.flush_requested,
                 };
                 if let Err(close) = self.handler.on_message(data, &mut replies) {
                     self.start_close(Some(close));
