@@ -42,6 +42,21 @@ describe('admin page', () => {
       headers: { Authorization: `Basic ${Buffer.from('admin:guess').toString('base64')}` },
     });
     assert.equal(wrong.status, 401);
+    // Bad input behind the password: JSON errors, the server goes on.
+    const auth = { Authorization: `Basic ${Buffer.from(`admin:${PASSWORD}`).toString('base64')}` };
+    for (const [body, code] of [['{not json', 'malformed_json'], ['{"msg":"x"}', 'bad_request']]) {
+      const refused = await fetch(`${server.url}/admin/api/channels/lobby/messages`, {
+        method: 'POST',
+        headers: { ...auth, 'Content-Type': 'application/json' },
+        body,
+      });
+      assert.equal(refused.status, 400, body);
+      assert.equal((await refused.json()).error.code, code);
+    }
+    const badUser = await fetch(`${server.url}/admin/api/users/${encodeURIComponent(' x ')}/disconnect`, { method: 'POST', headers: auth });
+    assert.equal(badUser.status, 400);
+    assert.equal((await badUser.json()).error.code, 'invalid_username');
+    assert.equal((await fetch(`${server.url}/admin/api/overview`, { headers: auth })).status, 200);
     const context = await browser.newContext({ httpCredentials: { username: 'admin', password: 'guess' } });
     const page = await context.newPage();
     const response = await page.goto(`${server.url}/admin`);

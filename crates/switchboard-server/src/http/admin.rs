@@ -5,6 +5,7 @@
 //! either.
 
 use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -27,7 +28,7 @@ use crate::metrics::PublishedOver;
 use crate::transport::socketio::chat::disconnect_by_server;
 
 use super::RouterState;
-use super::api::store;
+use super::api::{json_error, storage_error, store};
 
 /// At most this many channels are listed (the busiest first).
 const MAX_CHANNELS_SHOWN: usize = 200;
@@ -153,13 +154,7 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Value>, ApiError
         .into_iter()
         .map(|(transport, count)| (transport.to_owned(), json!(count)))
         .collect();
-    let mut channels = state.node.channels().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            e.to_string(),
-        )
-    })?;
+    let mut channels = state.node.channels().await.map_err(storage_error)?;
     channels.retain(|c| c.subscribers > 0);
     channels.sort_by(|a, b| {
         b.subscribers
@@ -199,8 +194,9 @@ struct AdminPublish {
 async fn publish(
     State(state): State<AppState>,
     Path(channel): Path<String>,
-    Json(body): Json<AdminPublish>,
+    body: Result<Json<AdminPublish>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(json_error)?;
     let channel = ChannelName::parse(&channel)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_channel", e.to_string()))?;
     let username = Username::parse(&body.username)

@@ -244,7 +244,7 @@ pub fn publish_body_limit(max_msg_bytes: usize) -> usize {
     max_msg_bytes.saturating_mul(6).saturating_add(4096)
 }
 
-fn json_error(rejection: JsonRejection) -> ApiError {
+pub(super) fn json_error(rejection: JsonRejection) -> ApiError {
     let message = rejection.body_text();
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
@@ -353,7 +353,7 @@ fn channel_name(path: Result<Path<String>, PathRejection>) -> Result<ChannelName
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_channel", e.to_string()))
 }
 
-fn storage_error(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn storage_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "storage_unavailable",
